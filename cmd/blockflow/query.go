@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/blockflow/blockflow/internal/bus"
+	"github.com/blockflow/blockflow/internal/objstore"
+	"github.com/blockflow/blockflow/internal/ops"
+	"github.com/blockflow/blockflow/internal/synth"
+	"github.com/blockflow/blockflow/producers/ship"
+	"github.com/blockflow/blockflow/producers/sidecar"
+	"github.com/blockflow/blockflow/queryd"
+	"github.com/blockflow/blockflow/queryd/httpapi"
+)
+
+// queryFlags are queryd's own settings, shared by `queryd` and `dev`.
+type queryFlags struct {
+	indexCacheSize int64
+	timeout        time.Duration
+	maxSamples     int
+	lookbackDelta  time.Duration
+}
+
+func (q *queryFlags) register(fs *flag.FlagSet) {
+	fs.Int64Var(&q.indexCacheSize, "index-cache-size", queryd.DefaultIndexCacheSize, "bytes of block indexes cached under --data-dir")
+	fs.DurationVar(&q.timeout, "query.timeout", queryd.DefaultQueryTimeout, "maximum time a query may take")
+	fs.IntVar(&q.maxSamples, "query.max-samples", queryd.DefaultMaxSamples, "maximum samples a query may load into memory")
+	fs.DurationVar(&q.lookbackDelta, "query.lookback-delta", queryd.DefaultLookbackDelta, "how far back an instant vector selector looks")
+}
+
+func (q *queryFlags) server(bkt objstore.Bucket, cat *bus.Catalogue, dataDir string, reg *prometheus.Registry, log zerolog.Logger) (*queryd.Server, error) {
+	return queryd.New(queryd.Options{
+		Bucket:         bkt,
+		Catalogue:      cat,
+		DataDir:        dataDir,
+		IndexCacheSize: q.indexCacheSize,
+		MaxSamples:     q.maxSamples,
+		QueryTimeout:   q.timeout,
+		LookbackDelta:  q.lookbackDelta,
+		BuildInfo:      httpapi.BuildInfo{Version: buildVersion()},
+		Logger:         log,
+		Registerer:     reg,
+		Gatherer:       reg,
+	})
+}
+
+func queryReady(q *queryd.Server) func() error {
+	return func() error {
+		if !q.Ready() {
+			return fmt.Errorf("the block catalogue is still loading")
+		}
+		return nil
+	}
+}
+
+func runQueryd(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("queryd", stderr)
+	var lf logFlags
+	var nf natsFlags
+	var of objstoreFlags
+	var qf queryFlags
+	lf.register(fs)
+	nf.register(fs)
+	of.register(fs)
+	qf.register(fs)
+	dataDir := fs.String("data-dir", "./data/queryd", "index cache directory")
+	httpAddr := fs.String("http-address", "0.0.0.0:10902", "listen address for the Prometheus HTTP API, /metrics and probes")
+	fs.String("grpc-address", "0.0.0.0:10901", "listen address for the Thanos StoreAPI (gRPC)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := nf.config("blockflow-queryd")
+	if err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr, "queryd")
+	if err != nil {
+		return err
+	}
+	reg := ops.NewRegistry()
+	bkt, err := of.bucket(ctx, log)
+	if err != nil {
+		return err
+	}
+	bkt = objstore.Instrument(bkt, reg)
+	defer bkt.Close()
+	cfg.Registerer = reg
+	b, err := bus.Connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	q, err := qf.server(bkt, b.Catalogue(), *dataDir, reg, log)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	defer q.Close()
+	srv := &ops.Server{Addr: *httpAddr, Registry: reg, Ready: queryReady(q), API: q.Handler(), Log: log}
+	return serve(ctx, srv, q.Run)
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev", stderr)
+	var lf logFlags
+	var of objstoreFlags
+	var qf queryFlags
+	var labels stringsFlag
+	lf.register(fs)
+	of.register(fs)
+	qf.register(fs)
+	demo := fs.Bool("demo", false, "write 48h of synthetic history (and keep it growing) into <data-dir>/demo-tsdb and ship it")
+	demoSpan := fs.Duration("demo.span", synth.DefaultDemoSpan, "how much history --demo writes")
+	tsdbPath := fs.String("tsdb.path", "", "Prometheus TSDB directory to ship (default with --demo: <data-dir>/demo-tsdb)")
+	dataDir := fs.String("data-dir", "./data", "where NATS, the filesystem bucket and caches live")
+	httpAddr := fs.String("http-address", "127.0.0.1:10902", "listen address for the Prometheus HTTP API, /metrics and probes")
+	fs.String("grpc-address", "127.0.0.1:10901", "listen address for the Thanos StoreAPI (gRPC)")
+	natsListen := fs.String("nats.listen", "127.0.0.1:0", "client address of the embedded NATS server (port 0: any free port)")
+	fs.Var(&labels, "label", "external label k=v of the shipped blocks (repeatable; default cluster=dev, or cluster=demo with --demo)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *tsdbPath == "" && !*demo {
+		return usagef("--tsdb.path or --demo is required")
+	}
+	lbls, err := ship.ParseLabels(labels)
+	if err != nil {
+		return usagef("--label: %v", err)
+	}
+	if len(lbls) == 0 {
+		lbls = map[string]string{"cluster": "dev"}
+		if *demo {
+			lbls["cluster"] = "demo"
+		}
+	}
+	natsHost, natsPort, err := splitHostPort(*natsListen)
+	if err != nil {
+		return usagef("--nats.listen: %v", err)
+	}
+	log, err := lf.logger(stderr, "dev")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+		return usagef("--data-dir: %v", err)
+	}
+	if *demo && *tsdbPath == "" {
+		*tsdbPath = filepath.Join(*dataDir, "demo-tsdb")
+	}
+	if *demo {
+		metas, err := synth.WriteDemoBlocks(ctx, *tsdbPath, time.Now(), *demoSpan)
+		if err != nil {
+			return err
+		}
+		log.Info().Int("blocks", len(metas)).Str("dir", *tsdbPath).Msg("demo history written")
+	}
+
+	reg := ops.NewRegistry()
+	bkt, err := devBucket(ctx, of, filepath.Join(*dataDir, "bucket"), log)
+	if err != nil {
+		return err
+	}
+	bkt = objstore.Instrument(bkt, reg)
+	defer bkt.Close()
+
+	nsrv, err := bus.StartEmbedded(bus.EmbeddedOptions{
+		StoreDir: filepath.Join(*dataDir, "nats"), Host: natsHost, Port: natsPort, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer nsrv.Shutdown()
+	b, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), Name: "blockflow-dev", Registerer: reg}, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	sc, err := sidecar.New(sidecar.Options{
+		TSDBPath: *tsdbPath, DataDir: filepath.Join(*dataDir, "sidecar"), Labels: lbls,
+		Staging: b.Staging(), Publisher: b, Logger: log.With().Str("component", "sidecar").Logger(), Registerer: reg,
+	})
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	q, err := qf.server(bkt, b.Catalogue(), filepath.Join(*dataDir, "queryd"), reg, log)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	srv := &ops.Server{Addr: *httpAddr, Registry: reg, Ready: queryReady(q), API: q.Handler(), Log: log}
+	loops := []func(context.Context) error{
+		sc.Run,
+		q.Run,
+		func(ctx context.Context) error {
+			return runUpload(ctx, b, bkt, filepath.Join(*dataDir, "upload"), 2, reg, log.With().Str("component", "upload").Logger())
+		},
+		func(ctx context.Context) error { return devBanner(ctx, q, srv, nsrv.ClientURL(), stdout) },
+	}
+	if *demo {
+		loops = append(loops, func(ctx context.Context) error { return demoLive(ctx, *tsdbPath, log) })
+	}
+	return serve(ctx, srv, loops...)
+}
+
+// devBucket is the bucket of `dev`: the objstore flags when given, else a local directory.
+func devBucket(ctx context.Context, of objstoreFlags, dir string, log zerolog.Logger) (objstore.Bucket, error) {
+	if of.file != "" || of.inline != "" {
+		return of.bucket(ctx, log)
+	}
+	return objstore.NewFilesystem(dir)
+}
+
+// demoLive keeps the demo's history growing: every minute it writes the samples since the
+// last block as a new small block, as if Prometheus had just cut it, so the pipeline keeps
+// flowing and an instant query at "now" has data.
+func demoLive(ctx context.Context, dir string, log zerolog.Logger) error {
+	from := time.Time{}
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		meta, err := synth.WriteDemoRecent(ctx, dir, from, time.Now())
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			log.Warn().Err(err).Msg("demo: writing recent samples")
+		default:
+			from = time.UnixMilli(meta.MaxTime)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// devBanner tells a newcomer where to look once queryd is ready.
+func devBanner(ctx context.Context, q *queryd.Server, srv *ops.Server, natsURL string, w io.Writer) error {
+	if err := q.WaitReady(ctx); err != nil {
+		return nil
+	}
+	u := srv.URL()
+	fmt.Fprintf(w, `
+blockflow dev is running.
+  Prometheus HTTP API  %[1]s   (add it to Grafana as a Prometheus data source)
+  metrics              %[1]s/metrics
+  NATS JetStream       %[2]s
+Try:
+  curl -s '%[1]s/api/v1/query' --data-urlencode 'query=sum by (status) (request_count_total)'
+  curl -s '%[1]s/api/v1/labels'
+  promtool query instant %[1]s 'sum by (status) (rate(request_count_total[5m]))'
+
+`, u, natsURL)
+	return nil
+}

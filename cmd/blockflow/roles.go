@@ -1,0 +1,374 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/blockflow/blockflow/internal/block"
+	"github.com/blockflow/blockflow/internal/bus"
+	"github.com/blockflow/blockflow/internal/objstore"
+	"github.com/blockflow/blockflow/internal/ops"
+	"github.com/blockflow/blockflow/producers/backfill"
+	"github.com/blockflow/blockflow/producers/ship"
+	"github.com/blockflow/blockflow/producers/sidecar"
+	"github.com/blockflow/blockflow/schemas"
+	"github.com/blockflow/blockflow/workers/upload"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("version", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "blockflow %s\n", buildVersion())
+	return nil
+}
+
+// serve runs the ops HTTP server and the role's loops until ctx ends or one of them fails.
+func serve(ctx context.Context, srv *ops.Server, loops ...func(context.Context) error) error {
+	if err := srv.Listen(); err != nil {
+		return usageError{err.Error()}
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx) })
+	for _, loop := range loops {
+		g.Go(func() error { return loop(ctx) })
+	}
+	return g.Wait()
+}
+
+// busReady is a readiness check that pings NATS.
+func busReady(b *bus.Bus) func() error {
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return b.Ping(ctx)
+	}
+}
+
+// runUpload wires an upload worker to the bus and the bucket.
+func runUpload(ctx context.Context, b *bus.Bus, bkt objstore.Bucket, dataDir string, slots int, reg prometheus.Registerer, log zerolog.Logger) error {
+	w := &upload.Worker{
+		Bucket:    bkt,
+		Staging:   b.Staging(),
+		Catalogue: b.Catalogue(),
+		Publisher: b,
+		DataDir:   dataDir,
+		Logger:    log,
+		Metrics:   upload.NewMetrics(reg),
+	}
+	return bus.Run(ctx, b, bus.ConsumerSpec{
+		Stream:         bus.StreamEvents,
+		Durable:        "upload",
+		FilterSubjects: []string{b.EventFilter(schemas.EventReady)},
+		Slots:          slots,
+		AckWait:        time.Minute,
+	}, w.Handle)
+}
+
+func runSidecar(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("sidecar", stderr)
+	var lf logFlags
+	var nf natsFlags
+	var labels stringsFlag
+	lf.register(fs)
+	nf.register(fs)
+	tsdbPath := fs.String("tsdb.path", "", "Prometheus's --storage.tsdb.path (required)")
+	promURL := fs.String("prometheus.url", "", "Prometheus URL to read external labels from (/api/v1/status/config)")
+	site := fs.String("site", "", "site name in subjects and staging (default: derived from the external labels)")
+	dataDir := fs.String("data-dir", "./data/sidecar", "the sidecar's own directory (same filesystem as --tsdb.path, for hard links)")
+	httpAddr := fs.String("http-address", "0.0.0.0:10902", "listen address for /metrics and probes")
+	interval := fs.Duration("shipper.interval", sidecar.DefaultInterval, "time between TSDB directory scans (new blocks also trigger a scan)")
+	fs.Var(&labels, "label", "external label k=v (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *tsdbPath == "" {
+		return usagef("--tsdb.path is required")
+	}
+	lbls, err := ship.ParseLabels(labels)
+	if err != nil {
+		return usagef("--label: %v", err)
+	}
+	if len(lbls) == 0 && *promURL == "" {
+		return usagef("no external labels: set --label k=v or --prometheus.url with external_labels in Prometheus's global config")
+	}
+	cfg, err := nf.config("blockflow-sidecar")
+	if err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr, "sidecar")
+	if err != nil {
+		return err
+	}
+	reg := ops.NewRegistry()
+	cfg.Registerer = reg
+	b, err := bus.Connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	sc, err := sidecar.New(sidecar.Options{
+		TSDBPath: *tsdbPath, DataDir: *dataDir, Labels: lbls, PrometheusURL: *promURL, Site: *site,
+		Interval: *interval, Staging: b.Staging(), Publisher: b, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	srv := &ops.Server{Addr: *httpAddr, Registry: reg, Ready: busReady(b), Log: log}
+	return serve(ctx, srv, sc.Run)
+}
+
+func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("backfill", stderr)
+	var lf logFlags
+	var nf natsFlags
+	var labels stringsFlag
+	lf.register(fs)
+	nf.register(fs)
+	dir := fs.String("blocks", "", "directory of blocks to ship, one ULID directory each (required)")
+	site := fs.String("site", "", "site name in subjects and staging (default: derived from the labels)")
+	dryRun := fs.Bool("dry-run", false, "list what would be shipped, ship nothing")
+	fs.Var(&labels, "label", "external label k=v for every block (repeatable, required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return usagef("--blocks is required")
+	}
+	lbls, err := ship.ParseLabels(labels)
+	if err != nil {
+		return usagef("--label: %v", err)
+	}
+	if len(lbls) == 0 {
+		return usagef("no external labels: set --label k=v")
+	}
+	cfg, err := nf.config("blockflow-backfill")
+	if err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr, "backfill")
+	if err != nil {
+		return err
+	}
+	b, err := bus.Connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	res, err := backfill.Run(ctx, backfill.Options{
+		Dir: *dir, Labels: lbls, Site: *site, DryRun: *dryRun, Staging: b.Staging(), Publisher: b, Logger: log,
+	})
+	fmt.Fprintf(stdout, "%d blocks found, %d shipped\n", res.Total, res.Shipped)
+	return err
+}
+
+func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return usagef("which stage? blockflow worker upload")
+	}
+	stageName, args := args[0], args[1:]
+	if stageName != "upload" {
+		return usagef("unknown stage %q (known: upload)", stageName)
+	}
+	fs := newFlagSet("worker "+stageName, stderr)
+	var lf logFlags
+	var nf natsFlags
+	var of objstoreFlags
+	lf.register(fs)
+	nf.register(fs)
+	of.register(fs)
+	dataDir := fs.String("data-dir", "./data/worker", "local scratch space for blocks in flight")
+	httpAddr := fs.String("http-address", "0.0.0.0:10902", "listen address for /metrics and probes")
+	slots := fs.Int("concurrency", 2, "events handled at once by this process")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := nf.config("blockflow-worker-" + stageName)
+	if err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr, "worker-"+stageName)
+	if err != nil {
+		return err
+	}
+	reg := ops.NewRegistry()
+	bkt, err := of.bucket(ctx, log)
+	if err != nil {
+		return err
+	}
+	bkt = objstore.Instrument(bkt, reg)
+	defer bkt.Close()
+	cfg.Registerer = reg
+	b, err := bus.Connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	srv := &ops.Server{Addr: *httpAddr, Registry: reg, Ready: busReady(b), Log: log}
+	return serve(ctx, srv, func(ctx context.Context) error {
+		return runUpload(ctx, b, bkt, filepath.Clean(*dataDir), *slots, reg, log)
+	})
+}
+
+func runBucket(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "ls" {
+		return usagef("which subcommand? blockflow bucket ls")
+	}
+	fs := newFlagSet("bucket ls", stderr)
+	var lf logFlags
+	var of objstoreFlags
+	lf.register(fs)
+	of.register(fs)
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr, "bucket")
+	if err != nil {
+		return err
+	}
+	bkt, err := of.bucket(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer bkt.Close()
+	return listBlocks(ctx, bkt, stdout)
+}
+
+// listBlocks prints one line per complete block: the one place blockflow lists a bucket.
+func listBlocks(ctx context.Context, bkt objstore.Bucket, w io.Writer) error {
+	var ids []ulid.ULID
+	err := bkt.Iter(ctx, "", false, func(name string) error {
+		if id, err := ulid.Parse(strings.TrimSuffix(name, "/")); err == nil {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list bucket %s: %w", bkt.Name(), err)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].Compare(ids[j]) < 0 })
+	for _, id := range ids {
+		m, err := block.ReadMeta(ctx, bkt, id)
+		if objstore.IsNotFound(err) {
+			continue // partial upload: no meta.json yet
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\tresolution=%s\tlevel=%d\n", id,
+			time.UnixMilli(m.MinTime).UTC().Format(time.RFC3339), time.UnixMilli(m.MaxTime).UTC().Format(time.RFC3339),
+			formatLabels(m.Thanos.Labels), formatResolution(m.Thanos.Downsample.Resolution), m.Compaction.Level)
+	}
+	return nil
+}
+
+func formatLabels(l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%q", k, l[k]))
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+func formatResolution(ms int64) string {
+	if ms == 0 {
+		return "raw"
+	}
+	return (time.Duration(ms) * time.Millisecond).String()
+}
+
+func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "ls" {
+		return usagef("which subcommand? blockflow dlq ls")
+	}
+	fs := newFlagSet("dlq ls", stderr)
+	var lf logFlags
+	var nf natsFlags
+	lf.register(fs)
+	nf.register(fs)
+	stageName := fs.String("stage", "", "only this stage's dead letters")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	cfg, err := nf.config("blockflow-dlq")
+	if err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr, "dlq")
+	if err != nil {
+		return err
+	}
+	b, err := bus.Connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	dls, err := b.DeadLetters(ctx, *stageName)
+	if err != nil {
+		return err
+	}
+	for _, d := range dls {
+		parts := strings.Split(d.OriginSubject, ".")
+		fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\n", d.Time.UTC().Format(time.RFC3339), d.Stage, parts[len(parts)-1], oneLine(d.Reason))
+	}
+	return nil
+}
+
+func runNATS(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("nats", stderr)
+	var lf logFlags
+	lf.register(fs)
+	dataDir := fs.String("data-dir", "./data/nats", "JetStream storage directory")
+	listen := fs.String("listen", "127.0.0.1:4222", "client listen address")
+	domain := fs.String("jetstream.domain", "", "JetStream domain (for leaf node setups)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	host, port, err := splitHostPort(*listen)
+	if err != nil {
+		return usagef("--listen: %v", err)
+	}
+	log, err := lf.logger(stderr, "nats")
+	if err != nil {
+		return err
+	}
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: *dataDir, Host: host, Port: port, JetStreamDomain: *domain, Log: log})
+	if err != nil {
+		return err
+	}
+	log.Info().Str("url", srv.ClientURL()).Msg("NATS JetStream server ready")
+	<-ctx.Done()
+	srv.Shutdown()
+	return nil
+}
+
