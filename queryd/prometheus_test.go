@@ -47,6 +47,7 @@ func TestMatchesPrometheusAPI(t *testing.T) {
 		{"/api/v1/label/job/values", nil},
 		{"/api/v1/label/i/values", url.Values{"match[]": {`hist`}, "start": {"0"}, "end": {"100"}}},
 		{"/api/v1/label/job/values", url.Values{"limit": {"2"}}},
+		{"/api/v1/metadata", nil},
 		// Errors.
 		{"/api/v1/query", url.Values{"query": {`sum(`}}},
 		{"/api/v1/query", url.Values{"query": {`1`}, "time": {"yesterday"}}},
@@ -62,7 +63,7 @@ func TestMatchesPrometheusAPI(t *testing.T) {
 		{"/api/v1/label/job/values", url.Values{"limit": {"-5"}}},
 	} {
 		for _, method := range []string{http.MethodGet, http.MethodPost} {
-			if method == http.MethodPost && tc.path == "/api/v1/label/job/values" {
+			if method == http.MethodPost && (tc.path == "/api/v1/label/job/values" || tc.path == "/api/v1/metadata") {
 				continue
 			}
 			wantCode, want := send(t, method, promURL+tc.path, tc.params)

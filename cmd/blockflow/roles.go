@@ -371,4 +371,3 @@ func runNATS(ctx context.Context, args []string, _, stderr io.Writer) error {
 	srv.Shutdown()
 	return nil
 }
-

@@ -316,7 +316,9 @@ func TestSetFollowsCatalogue(t *testing.T) {
 	waitFor(t, func() bool { r, _ := s.Record(id("a")); return r.State == schemas.StateMarked }, "a marked")
 	close(updates) // the first watch fails
 
-	waitFor(t, func() bool { return watches.Load() == 2 && slices.Equal(blockNames(s.Snapshot().All()), []string{"ab"}) }, "resync")
+	waitFor(t, func() bool {
+		return watches.Load() == 2 && slices.Equal(blockNames(s.Snapshot().All()), []string{"ab"})
+	}, "resync")
 	if _, ok := s.Record(id("x")); ok {
 		t.Fatal("x survived the resync")
 	}

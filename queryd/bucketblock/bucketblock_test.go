@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/tsdb/index"
 	"github.com/prometheus/prometheus/tsdb/tsdbutil"
 	"github.com/rs/zerolog"
 
@@ -187,6 +188,65 @@ func TestChunkReaderMatchesPrometheus(t *testing.T) {
 				t.Errorf("read-ahead is not working: %d range reads for %d chunks", reads, len(metas))
 			}
 		})
+	}
+}
+
+// TestChunkReaderOnBlock reads every chunk of every series of a real block through the
+// bucket and compares it with Prometheus' reader on the block's directory.
+func TestChunkReaderOnBlock(t *testing.T) {
+	bkt := newBucket(t)
+	rec, dir := uploaded(t, bkt, 0, 2*3600_000, map[string]string{"cluster": "a"})
+	want, err := chunks.NewDirReader(filepath.Join(dir, "chunks"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Close()
+	b := newBlock(t, rec, newCache(t, bkt, t.TempDir(), CacheOptions{ReadAhead: 4 << 10}))
+	ir, err := b.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ir.Close()
+	cr, err := b.Chunks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cr.Close()
+
+	k, v := index.AllPostingsKey()
+	p, err := ir.Postings(context.Background(), k, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		builder labels.ScratchBuilder
+		metas   []chunks.Meta
+		n       int
+	)
+	for p.Next() {
+		if err := ir.Series(p.At(), &builder, &metas); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range metas {
+			w, _, err := want.ChunkOrIterable(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, _, err := cr.ChunkOrIterable(m)
+			if err != nil {
+				t.Fatalf("%s chunk %d: %v", builder.Labels(), m.Ref, err)
+			}
+			if g.Encoding() != w.Encoding() || !bytes.Equal(g.Bytes(), w.Bytes()) {
+				t.Fatalf("%s chunk %d differs", builder.Labels(), m.Ref)
+			}
+			n++
+		}
+	}
+	if p.Err() != nil {
+		t.Fatal(p.Err())
+	}
+	if n < 100 {
+		t.Fatalf("only %d chunks compared", n)
 	}
 }
 

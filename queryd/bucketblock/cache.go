@@ -245,11 +245,16 @@ func (c *Cache) release(e *entry) {
 // catalogued one, otherwise download it; then open it.
 func (c *Cache) load(b *Block) error {
 	c.mu.Lock()
-	if e := c.entries[b.id]; e != nil && e.reader != nil {
-		c.mu.Unlock()
+	e := c.entries[b.id]
+	open, dropped := e != nil && e.reader != nil, e != nil && e.dropped
+	c.mu.Unlock()
+	if dropped {
+		// The catalogue deleted this ULID before; its last readers are still at it.
+		return fmt.Errorf("block %s: %w", b.id, ErrDeleted)
+	}
+	if open {
 		return nil
 	}
-	c.mu.Unlock()
 
 	file := filepath.Join(c.dir, b.id.String(), block.IndexFilename)
 	fi, err := os.Stat(file)
@@ -276,14 +281,10 @@ func (c *Cache) load(b *Block) error {
 	defer c.mu.Unlock()
 	if b.dropped.Load() {
 		r.Close()
-		if e := c.entries[b.id]; e != nil {
-			c.removeLocked(e)
-		} else {
-			c.removeDir(b.id)
-		}
+		c.dropLocked(b.id)
 		return fmt.Errorf("block %s: %w", b.id, ErrDeleted)
 	}
-	e := c.entries[b.id]
+	e = c.entries[b.id]
 	if e == nil {
 		e = &entry{id: b.id}
 		c.entries[b.id] = e
@@ -362,6 +363,10 @@ func (c *Cache) evictLocked(keep *entry) {
 func (c *Cache) drop(id ulid.ULID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.dropLocked(id)
+}
+
+func (c *Cache) dropLocked(id ulid.ULID) {
 	e := c.entries[id]
 	switch {
 	case e == nil:

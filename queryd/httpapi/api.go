@@ -1,5 +1,5 @@
 // Package httpapi serves the read side of the Prometheus HTTP API (/api/v1/query,
-// query_range, series, labels, label/<name>/values, status/buildinfo) over a
+// query_range, series, labels, label/<name>/values, status/buildinfo, metadata) over a
 // storage.Queryable, with Prometheus' parameter parsing, JSON shapes, error types and
 // status codes, so Grafana and promtool use queryd as they use Prometheus.
 package httpapi
@@ -104,6 +104,7 @@ func (a *API) Register(mux *http.ServeMux, wrap func(name string, h http.Handler
 		{"/api/v1/labels", "/api/v1/labels", []string{http.MethodGet, http.MethodPost}, a.labelNames, true},
 		{"/api/v1/label/:name/values", "/api/v1/label/{name}/values", []string{http.MethodGet}, a.labelValues, true},
 		{"/api/v1/status/buildinfo", "/api/v1/status/buildinfo", []string{http.MethodGet}, a.serveBuildInfo, false},
+		{"/api/v1/metadata", "/api/v1/metadata", []string{http.MethodGet}, a.metadata, false},
 	}
 	for _, rt := range routes {
 		h := wrap(rt.name, a.handler(rt.f, rt.gated))
@@ -527,4 +528,10 @@ func collect(sets [][]*labels.Matcher, get func([]*labels.Matcher) ([]string, an
 
 func (a *API) serveBuildInfo(*http.Request) result {
 	return result{data: a.buildInfo}
+}
+
+// metadata answers as Prometheus does when it knows no metric metadata: blocks carry
+// none. Grafana's metrics browser asks for it.
+func (a *API) metadata(*http.Request) result {
+	return result{data: map[string]any{}}
 }

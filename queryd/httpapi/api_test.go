@@ -165,10 +165,12 @@ func TestEndpoints(t *testing.T) {
 			`{"status":"success","data":[]}`},
 		{"buildinfo", "/api/v1/status/buildinfo", nil,
 			`{"status":"success","data":{"version":"1.2.3","revision":"abc","branch":"main","buildUser":"ci","buildDate":"20260101","goVersion":"go1.26"}}`},
+		{"metadata", "/api/v1/metadata", params("metric", "counter"),
+			`{"status":"success","data":{}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			methods := []string{http.MethodGet, http.MethodPost}
-			if strings.HasPrefix(tc.path, "/api/v1/label/") || strings.HasSuffix(tc.path, "buildinfo") {
+			if strings.HasPrefix(tc.path, "/api/v1/label/") || strings.HasSuffix(tc.path, "buildinfo") || strings.HasSuffix(tc.path, "metadata") {
 				methods = methods[:1]
 			}
 			for _, m := range methods {
@@ -262,7 +264,7 @@ func TestErrors(t *testing.T) {
 		{name: "timeout", path: "/api/v1/query", params: params("query", "counter", "timeout", "0.000000001"),
 			code: 503, errorType: "timeout", error: `query timed out`},
 		{name: "canceled", path: "/api/v1/query_range", params: params("query", "counter", "start", "0", "end", "60", "step", "1"),
-			ctx: func() context.Context { ctx, cancel := context.WithCancel(context.Background()); cancel(); return ctx },
+			ctx:  func() context.Context { ctx, cancel := context.WithCancel(context.Background()); cancel(); return ctx },
 			code: 499, errorType: "canceled", error: `query was canceled`},
 		{name: "not ready", handler: newHandler(t, db, newEngine(10), func() bool { return false }), path: "/api/v1/query", params: params("query", "1"),
 			code: 503, errorType: "unavailable", error: `queryd is not ready`},
