@@ -287,7 +287,7 @@ func (c *cluster) uploadWorker(objstoreFile string) *Process {
 	if objstoreFile == "" {
 		objstoreFile = c.objstoreFile
 	}
-	return c.blockflow("upload", true, "worker", "upload", "--nats.url", c.natsURL, "--objstore.config-file", objstoreFile)
+	return c.blockflow("upload", true, "worker", "upload", "--nats.url", c.natsURL, "--objstore.config-file", objstoreFile, "--ack-wait", "5s")
 }
 
 func (c *cluster) queryd() *Process {

@@ -1,7 +1,9 @@
 // Package queryd is blockflow's query daemon: it learns which blocks exist from the
 // catalogue (never by listing the bucket), reads them from the bucket through a bounded
 // local index cache and range reads, and answers PromQL over them with the Prometheus
-// HTTP API.
+// HTTP API. It serves its blocks over the Thanos StoreAPI, and, as a Thanos Querier, reads
+// other StoreAPI endpoints (sidecars for the newest data) along with its own blocks,
+// deduplicating HA replicas.
 package queryd
 
 import (
@@ -11,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,14 +21,17 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 
 	"github.com/blockflow/blockflow/internal/logging"
 	"github.com/blockflow/blockflow/internal/objstore"
+	"github.com/blockflow/blockflow/internal/storeapi"
 	"github.com/blockflow/blockflow/queryd/blockquery"
 	"github.com/blockflow/blockflow/queryd/blockset"
 	"github.com/blockflow/blockflow/queryd/bucketblock"
 	"github.com/blockflow/blockflow/queryd/httpapi"
 	"github.com/blockflow/blockflow/schemas"
+	"github.com/blockflow/blockflow/schemas/thanos/store/storepb"
 )
 
 // Defaults, as Prometheus and Thanos set them.
@@ -52,7 +58,19 @@ type Options struct {
 	QueryTimeout  time.Duration
 	LookbackDelta time.Duration
 	BuildInfo     httpapi.BuildInfo
-	Logger        zerolog.Logger
+	// Endpoints are StoreAPI endpoints (host:port) that PromQL reads along with the own
+	// blocks: sidecars for the data Prometheus still holds, other stores. Each is queried
+	// while its last Info call (every 5s) succeeded, when its time range and label sets
+	// may hold data for the query.
+	Endpoints []string
+	// ReplicaLabels are the labels that tell HA replicas apart: series that differ only in
+	// them are one series, merged from its replicas (unless a request says dedup=false).
+	ReplicaLabels []string
+	// PartialResponse is what a failing endpoint does to a query by default: WARN (the
+	// zero value) answers from the others with a warning, ABORT fails the query. A request
+	// chooses with partial_response=true|false.
+	PartialResponse storepb.PartialResponseStrategy
+	Logger          zerolog.Logger
 	// Registerer and Gatherer hold queryd's metrics and serve /metrics; when nil, a
 	// registry of the Server's own is used.
 	Registerer prometheus.Registerer
@@ -65,6 +83,11 @@ type Server struct {
 	cache     *bucketblock.Cache
 	set       *blockset.Set
 	queryable *blockquery.Queryable[*bucketblock.Block]
+	// remote fans out to the endpoints; nil without any.
+	remote    *storeapi.Queryable
+	endpoints []*storeapi.Endpoint
+	queryOpts storeapi.QueryOptions // defaults of the per-request options
+	store     *storeapi.Server
 	handler   http.Handler
 	log       zerolog.Logger
 }
@@ -116,6 +139,15 @@ func New(opts Options) (*Server, error) {
 		// Raw data only until downsampled blocks can be read.
 		return s.set.Snapshot().For(mint, maxt, schemas.ResRaw)
 	})
+	s.queryOpts = storeapi.QueryOptions{ReplicaLabels: opts.ReplicaLabels, PartialResponseStrategy: opts.PartialResponse}
+	if err := s.dialEndpoints(opts.Endpoints); err != nil {
+		return nil, err
+	}
+	storeOpts := []storeapi.ServerOption{storeapi.WithLogger(log.With().Str(logging.FieldComponent, "storeapi").Logger())}
+	if opts.Registerer != nil {
+		storeOpts = append(storeOpts, storeapi.WithRegisterer(opts.Registerer))
+	}
+	s.store = storeapi.NewServer(storeSource{s}, storeOpts...)
 
 	engine := promql.NewEngine(promql.EngineOpts{
 		Logger:        slog.New(zerolog.NewSlogHandler(log.With().Str(logging.FieldComponent, "promql").Logger())),
@@ -130,29 +162,91 @@ func New(opts Options) (*Server, error) {
 		EnableNegativeOffset: true,
 	})
 	api := httpapi.New(httpapi.Options{
-		Queryable: s.queryable,
+		Queryable: s.global(s.queryOpts),
+		QueryableFor: func(r *http.Request) (storage.Queryable, error) {
+			o, err := requestOptions(r, s.queryOpts)
+			if err != nil {
+				return nil, err
+			}
+			return s.global(o), nil
+		},
 		Engine:    engine,
 		Ready:     s.set.Ready,
 		BuildInfo: opts.BuildInfo,
 		Logger:    log,
 	})
-	s.handler = newMux(api, s.set.Ready, opts.Registerer, opts.Gatherer)
+	s.handler = newMux(api, s.set.Ready, opts.Registerer, opts.Gatherer, s.serveStores)
 	return s, nil
 }
 
-// Run follows the catalogue until ctx ends. The Server is ready once the catalogue
-// snapshot is loaded.
+// dialEndpoints prepares the connections to the StoreAPI endpoints (made lazily).
+func (s *Server) dialEndpoints(addrs []string) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	for _, addr := range addrs {
+		e, err := storeapi.NewEndpoint(addr)
+		if err != nil {
+			s.closeEndpoints()
+			return fmt.Errorf("queryd: endpoint %s: %w", addr, err)
+		}
+		s.endpoints = append(s.endpoints, e)
+	}
+	s.remote = storeapi.NewQueryable(s.endpoints, storeapi.QueryableOptions{
+		QueryOptions: s.queryOpts,
+		Logger:       s.log,
+	})
+	return nil
+}
+
+func (s *Server) closeEndpoints() error {
+	var errs []error
+	for _, e := range s.endpoints {
+		errs = append(errs, e.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// global is the Queryable of PromQL: own blocks and endpoints, with the options o.
+func (s *Server) global(o storeapi.QueryOptions) storage.Queryable {
+	return globalQueryable{local: s.queryable, remote: s.remote, opts: o}
+}
+
+// Run follows the catalogue, and checks the endpoints every 5s, until ctx ends. The
+// Server is ready once the catalogue snapshot is loaded.
 func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.remote != nil {
+		wg.Go(func() { s.remote.Run(ctx) })
+	}
 	s.log.Info().Msg("following the catalogue")
 	return s.set.Run(ctx, s.cat)
 }
 
-// Close releases the index cache. Call it after Run has returned.
+// Close releases the index cache and the endpoint connections. Call it after Run has
+// returned.
 func (s *Server) Close() error {
-	return s.cache.Close()
+	return errors.Join(s.cache.Close(), s.closeEndpoints())
 }
 
-// Handler serves the Prometheus HTTP API, /-/ready, /-/healthy and /metrics.
+// RegisterStoreAPI registers the StoreAPI (thanos.Store and thanos.info.Info) over the
+// own blocks on g; Info fails until the Server is ready. Make g with
+// storeapi.NewGRPCServer, as Thanos Queriers expect its keepalive and size settings.
+func (s *Server) RegisterStoreAPI(g *grpc.Server) { s.store.Register(g) }
+
+// Stores lists the StoreAPI endpoints with their state, as /api/v1/stores shows them.
+func (s *Server) Stores() []storeapi.EndpointStatus {
+	if s.remote == nil {
+		return nil
+	}
+	return s.remote.Stores()
+}
+
+// Handler serves the Prometheus HTTP API, /api/v1/stores, /-/ready, /-/healthy and
+// /metrics.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Ready reports whether the catalogue snapshot is loaded.
@@ -174,7 +268,7 @@ func (s *Server) Queryable() interface {
 // ranges; each block is a tsdb.BlockReader.
 func (s *Server) Blocks() *blockset.Snapshot { return s.set.Snapshot() }
 
-func newMux(api *httpapi.API, ready func() bool, reg prometheus.Registerer, gat prometheus.Gatherer) http.Handler {
+func newMux(api *httpapi.API, ready func() bool, reg prometheus.Registerer, gat prometheus.Gatherer, stores http.HandlerFunc) http.Handler {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "http_requests_total",
 		Help: "HTTP requests by handler and status code.",
@@ -195,6 +289,7 @@ func newMux(api *httpapi.API, ready func() bool, reg prometheus.Registerer, gat 
 
 	mux := http.NewServeMux()
 	api.Register(mux, wrap)
+	mux.Handle("GET /api/v1/stores", wrap("/api/v1/stores", stores))
 	mux.Handle("GET /-/healthy", wrap("/-/healthy", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "queryd is Healthy.")
 	})))

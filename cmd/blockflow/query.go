@@ -5,29 +5,36 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 
 	"github.com/blockflow/blockflow/internal/bus"
 	"github.com/blockflow/blockflow/internal/objstore"
 	"github.com/blockflow/blockflow/internal/ops"
+	"github.com/blockflow/blockflow/internal/storeapi"
 	"github.com/blockflow/blockflow/internal/synth"
 	"github.com/blockflow/blockflow/producers/ship"
 	"github.com/blockflow/blockflow/producers/sidecar"
 	"github.com/blockflow/blockflow/queryd"
 	"github.com/blockflow/blockflow/queryd/httpapi"
+	"github.com/blockflow/blockflow/schemas/thanos/store/storepb"
 )
 
 // queryFlags are queryd's own settings, shared by `queryd` and `dev`.
 type queryFlags struct {
-	indexCacheSize int64
-	timeout        time.Duration
-	maxSamples     int
-	lookbackDelta  time.Duration
+	indexCacheSize  int64
+	timeout         time.Duration
+	maxSamples      int
+	lookbackDelta   time.Duration
+	endpoints       stringsFlag
+	replicaLabels   stringsFlag
+	partialResponse bool
 }
 
 func (q *queryFlags) register(fs *flag.FlagSet) {
@@ -35,22 +42,71 @@ func (q *queryFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&q.timeout, "query.timeout", queryd.DefaultQueryTimeout, "maximum time a query may take")
 	fs.IntVar(&q.maxSamples, "query.max-samples", queryd.DefaultMaxSamples, "maximum samples a query may load into memory")
 	fs.DurationVar(&q.lookbackDelta, "query.lookback-delta", queryd.DefaultLookbackDelta, "how far back an instant vector selector looks")
+	fs.Var(&q.endpoints, "endpoint", "StoreAPI endpoint HOST:PORT queried along with the own blocks, e.g. a sidecar (repeatable)")
+	fs.Var(&q.replicaLabels, "query.replica-label", "label telling HA replicas apart: series differing only in it are deduplicated (repeatable)")
+	fs.BoolVar(&q.partialResponse, "query.partial-response", true, "answer with a warning when an endpoint fails (else fail the query); per request: partial_response")
 }
 
 func (q *queryFlags) server(bkt objstore.Bucket, cat *bus.Catalogue, dataDir string, reg *prometheus.Registry, log zerolog.Logger) (*queryd.Server, error) {
 	return queryd.New(queryd.Options{
-		Bucket:         bkt,
-		Catalogue:      cat,
-		DataDir:        dataDir,
-		IndexCacheSize: q.indexCacheSize,
-		MaxSamples:     q.maxSamples,
-		QueryTimeout:   q.timeout,
-		LookbackDelta:  q.lookbackDelta,
-		BuildInfo:      httpapi.BuildInfo{Version: buildVersion()},
-		Logger:         log,
-		Registerer:     reg,
-		Gatherer:       reg,
+		Bucket:          bkt,
+		Catalogue:       cat,
+		DataDir:         dataDir,
+		IndexCacheSize:  q.indexCacheSize,
+		MaxSamples:      q.maxSamples,
+		QueryTimeout:    q.timeout,
+		LookbackDelta:   q.lookbackDelta,
+		Endpoints:       q.endpoints,
+		ReplicaLabels:   q.replicaLabels,
+		PartialResponse: partialResponseStrategy(q.partialResponse),
+		BuildInfo:       httpapi.BuildInfo{Version: buildVersion()},
+		Logger:          log,
+		Registerer:      reg,
+		Gatherer:        reg,
 	})
+}
+
+func partialResponseStrategy(enabled bool) storepb.PartialResponseStrategy {
+	if enabled {
+		return storepb.PartialResponseStrategy_WARN
+	}
+	return storepb.PartialResponseStrategy_ABORT
+}
+
+// storeAPILoop binds addr and returns a loop that serves the StoreAPI registered by
+// register until ctx ends, or nil when addr is empty (no StoreAPI).
+func storeAPILoop(addr string, register func(*grpc.Server), log zerolog.Logger) (func(context.Context) error, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, usagef("--grpc-address: %v", err)
+	}
+	g := storeapi.NewGRPCServer()
+	register(g)
+	return func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- g.Serve(lis) }()
+		log.Info().Str("address", lis.Addr().String()).Msg("serving the StoreAPI (gRPC)")
+		select {
+		case err := <-errc:
+			return fmt.Errorf("grpc server: %w", err)
+		case <-ctx.Done():
+		}
+		// Let running Series calls finish, for a while.
+		stopped := make(chan struct{})
+		go func() {
+			g.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			g.Stop()
+		}
+		return nil
+	}, nil
 }
 
 func queryReady(q *queryd.Server) func() error {
@@ -74,7 +130,7 @@ func runQueryd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	qf.register(fs)
 	dataDir := fs.String("data-dir", "./data/queryd", "index cache directory")
 	httpAddr := fs.String("http-address", "0.0.0.0:10902", "listen address for the Prometheus HTTP API, /metrics and probes")
-	fs.String("grpc-address", "0.0.0.0:10901", "listen address for the Thanos StoreAPI (gRPC)")
+	grpcAddr := fs.String("grpc-address", "0.0.0.0:10901", "listen address for the Thanos StoreAPI (gRPC) over the own blocks; empty: none")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -104,8 +160,16 @@ func runQueryd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return usageError{err.Error()}
 	}
 	defer q.Close()
+	grpcLoop, err := storeAPILoop(*grpcAddr, q.RegisterStoreAPI, log)
+	if err != nil {
+		return err
+	}
+	loops := []func(context.Context) error{q.Run}
+	if grpcLoop != nil {
+		loops = append(loops, grpcLoop)
+	}
 	srv := &ops.Server{Addr: *httpAddr, Registry: reg, Ready: queryReady(q), API: q.Handler(), Log: log}
-	return serve(ctx, srv, q.Run)
+	return serve(ctx, srv, loops...)
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -122,7 +186,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	tsdbPath := fs.String("tsdb.path", "", "Prometheus TSDB directory to ship (default with --demo: <data-dir>/demo-tsdb)")
 	dataDir := fs.String("data-dir", "./data", "where NATS, the filesystem bucket and caches live")
 	httpAddr := fs.String("http-address", "127.0.0.1:10902", "listen address for the Prometheus HTTP API, /metrics and probes")
-	fs.String("grpc-address", "127.0.0.1:10901", "listen address for the Thanos StoreAPI (gRPC)")
+	grpcAddr := fs.String("grpc-address", "127.0.0.1:10901", "listen address for the Thanos StoreAPI (gRPC) over the shipped blocks; empty: none")
 	natsListen := fs.String("nats.listen", "127.0.0.1:0", "client address of the embedded NATS server (port 0: any free port)")
 	fs.Var(&labels, "label", "external label k=v of the shipped blocks (repeatable; default cluster=dev, or cluster=demo with --demo)")
 	if err := parse(fs, args); err != nil {
@@ -196,17 +260,24 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer q.Close()
+	grpcLoop, err := storeAPILoop(*grpcAddr, q.RegisterStoreAPI, log)
+	if err != nil {
+		return err
+	}
 	srv := &ops.Server{Addr: *httpAddr, Registry: reg, Ready: queryReady(q), API: q.Handler(), Log: log}
 	loops := []func(context.Context) error{
 		sc.Run,
 		q.Run,
 		func(ctx context.Context) error {
-			return runUpload(ctx, b, bkt, filepath.Join(*dataDir, "upload"), 2, reg, log.With().Str("component", "upload").Logger())
+			return runUpload(ctx, b, bkt, filepath.Join(*dataDir, "upload"), 2, bus.DefaultAckWait, reg, log.With().Str("component", "upload").Logger())
 		},
 		func(ctx context.Context) error { return devBanner(ctx, q, srv, nsrv.ClientURL(), stdout) },
 	}
 	if *demo {
 		loops = append(loops, func(ctx context.Context) error { return demoLive(ctx, *tsdbPath, log) })
+	}
+	if grpcLoop != nil {
+		loops = append(loops, grpcLoop)
 	}
 	return serve(ctx, srv, loops...)
 }

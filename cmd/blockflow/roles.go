@@ -19,6 +19,7 @@ import (
 	"github.com/blockflow/blockflow/internal/bus"
 	"github.com/blockflow/blockflow/internal/objstore"
 	"github.com/blockflow/blockflow/internal/ops"
+	"github.com/blockflow/blockflow/internal/storeapi"
 	"github.com/blockflow/blockflow/producers/backfill"
 	"github.com/blockflow/blockflow/producers/ship"
 	"github.com/blockflow/blockflow/producers/sidecar"
@@ -71,7 +72,7 @@ func busReady(b *bus.Bus) func() error {
 }
 
 // runUpload wires an upload worker to the bus and the bucket.
-func runUpload(ctx context.Context, b *bus.Bus, bkt objstore.Bucket, dataDir string, slots int, reg prometheus.Registerer, log zerolog.Logger) error {
+func runUpload(ctx context.Context, b *bus.Bus, bkt objstore.Bucket, dataDir string, slots int, ackWait time.Duration, reg prometheus.Registerer, log zerolog.Logger) error {
 	w := &upload.Worker{
 		Bucket:    bkt,
 		Staging:   b.Staging(),
@@ -86,7 +87,7 @@ func runUpload(ctx context.Context, b *bus.Bus, bkt objstore.Bucket, dataDir str
 		Durable:        "upload",
 		FilterSubjects: []string{b.EventFilter(schemas.EventReady)},
 		Slots:          slots,
-		AckWait:        time.Minute,
+		AckWait:        ackWait,
 	}, w.Handle)
 }
 
@@ -98,10 +99,11 @@ func runSidecar(ctx context.Context, args []string, _, stderr io.Writer) error {
 	lf.register(fs)
 	nf.register(fs)
 	tsdbPath := fs.String("tsdb.path", "", "Prometheus's --storage.tsdb.path (required)")
-	promURL := fs.String("prometheus.url", "", "Prometheus URL to read external labels from (/api/v1/status/config)")
+	promURL := fs.String("prometheus.url", "", "Prometheus URL: its external labels (/api/v1/status/config) and the data the StoreAPI serves (remote read)")
 	site := fs.String("site", "", "site name in subjects and staging (default: derived from the external labels)")
 	dataDir := fs.String("data-dir", "./data/sidecar", "the sidecar's own directory (same filesystem as --tsdb.path, for hard links)")
 	httpAddr := fs.String("http-address", "0.0.0.0:10902", "listen address for /metrics and probes")
+	grpcAddr := fs.String("grpc-address", "0.0.0.0:10901", "listen address for the Thanos StoreAPI (gRPC) over Prometheus's data, with --prometheus.url; empty: none")
 	interval := fs.Duration("shipper.interval", sidecar.DefaultInterval, "time between TSDB directory scans (new blocks also trigger a scan)")
 	fs.Var(&labels, "label", "external label k=v (repeatable)")
 	if err := parse(fs, args); err != nil {
@@ -139,8 +141,26 @@ func runSidecar(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
+	loops := []func(context.Context) error{sc.Run}
+	if *promURL == "" {
+		log.Info().Msg("no --prometheus.url: the StoreAPI is not served")
+	} else {
+		src, err := sidecar.NewPrometheusSource(sidecar.SourceOptions{PrometheusURL: *promURL, Labels: lbls, Logger: log})
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		store := storeapi.NewServer(src, storeapi.WithLogger(log), storeapi.WithRegisterer(reg))
+		grpcLoop, err := storeAPILoop(*grpcAddr, store.Register, log)
+		if err != nil {
+			return err
+		}
+		loops = append(loops, src.Run)
+		if grpcLoop != nil {
+			loops = append(loops, grpcLoop)
+		}
+	}
 	srv := &ops.Server{Addr: *httpAddr, Registry: reg, Ready: busReady(b), Log: log}
-	return serve(ctx, srv, sc.Run)
+	return serve(ctx, srv, loops...)
 }
 
 func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -205,6 +225,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	dataDir := fs.String("data-dir", "./data/worker", "local scratch space for blocks in flight")
 	httpAddr := fs.String("http-address", "0.0.0.0:10902", "listen address for /metrics and probes")
 	slots := fs.Int("concurrency", 2, "events handled at once by this process")
+	ackWait := fs.Duration("ack-wait", bus.DefaultAckWait, "lease on an event: a killed worker's event goes to another worker after this (heartbeats keep long work alive)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -231,7 +252,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer b.Close()
 	srv := &ops.Server{Addr: *httpAddr, Registry: reg, Ready: busReady(b), Log: log}
 	return serve(ctx, srv, func(ctx context.Context) error {
-		return runUpload(ctx, b, bkt, filepath.Clean(*dataDir), *slots, reg, log)
+		return runUpload(ctx, b, bkt, filepath.Clean(*dataDir), *slots, *ackWait, reg, log)
 	})
 }
 

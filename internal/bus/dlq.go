@@ -89,13 +89,17 @@ type DeadLetter struct {
 	Data []byte
 }
 
-// DeadLetters returns every dead letter of stage still in the DLQ, oldest first.
+// DeadLetters returns every dead letter of stage still in the DLQ, oldest first; an empty
+// stage means every stage.
 func (b *Bus) DeadLetters(ctx context.Context, stage string) ([]DeadLetter, error) {
 	stream, err := b.js.Stream(ctx, StreamDLQ)
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", StreamDLQ, err)
 	}
-	filter := b.Subject("dlq", SubjectToken(stage), ">")
+	filter := b.Subject("dlq", ">")
+	if stage != "" {
+		filter = b.Subject("dlq", SubjectToken(stage), ">")
+	}
 	var out []DeadLetter
 	for seq := uint64(1); ; {
 		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))

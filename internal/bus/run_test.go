@@ -179,6 +179,9 @@ func TestRunDeadLetters(t *testing.T) {
 			if len(dls) != 1 {
 				t.Fatalf("got %d dead letters, want 1", len(dls))
 			}
+			if all, err := b.DeadLetters(context.Background(), ""); err != nil || len(all) != 1 {
+				t.Errorf("dead letters of every stage = %d (%v), want 1", len(all), err)
+			}
 			dl := dls[0]
 			origin := "blockflow.block.ready.eu1." + ev.ULID.String()
 			if !strings.Contains(dl.Reason, tc.wantReason) || dl.Stage != "upload" || dl.OriginSubject != origin ||

@@ -41,7 +41,10 @@ type BuildInfo struct {
 // Options configure an API.
 type Options struct {
 	Queryable storage.Queryable
-	Engine    *promql.Engine
+	// QueryableFor, when set, picks the Queryable of one request from its parsed form (as
+	// the Thanos Querier reads dedup and partial_response); its error is a bad_data answer.
+	QueryableFor func(r *http.Request) (storage.Queryable, error)
+	Engine       *promql.Engine
 	// Parser parses match[] selectors (default: PromQL's default parser).
 	Parser parser.Parser
 	// Ready gates the data endpoints: until it is true they answer 503 "unavailable".
@@ -54,25 +57,27 @@ type Options struct {
 
 // API is the Prometheus-compatible HTTP API.
 type API struct {
-	queryable storage.Queryable
-	engine    *promql.Engine
-	parser    parser.Parser
-	ready     func() bool
-	buildInfo BuildInfo
-	now       func() time.Time
-	log       zerolog.Logger
+	queryable    storage.Queryable
+	queryableFor func(r *http.Request) (storage.Queryable, error)
+	engine       *promql.Engine
+	parser       parser.Parser
+	ready        func() bool
+	buildInfo    BuildInfo
+	now          func() time.Time
+	log          zerolog.Logger
 }
 
 // New returns the API.
 func New(opts Options) *API {
 	a := &API{
-		queryable: opts.Queryable,
-		engine:    opts.Engine,
-		parser:    opts.Parser,
-		ready:     opts.Ready,
-		buildInfo: opts.BuildInfo,
-		now:       opts.Now,
-		log:       opts.Logger,
+		queryable:    opts.Queryable,
+		queryableFor: opts.QueryableFor,
+		engine:       opts.Engine,
+		parser:       opts.Parser,
+		ready:        opts.Ready,
+		buildInfo:    opts.BuildInfo,
+		now:          opts.Now,
+		log:          opts.Logger,
 	}
 	if a.parser == nil {
 		a.parser = parser.NewParser(parser.Options{})
@@ -145,6 +150,18 @@ func (a *API) handler(f apiFunc, gated bool) http.Handler {
 		}
 		a.respond(w, res.data, res.warnings, r.FormValue("query"))
 	})
+}
+
+// queryableOf returns the Queryable that answers r.
+func (a *API) queryableOf(r *http.Request) (storage.Queryable, *apiError) {
+	if a.queryableFor == nil {
+		return a.queryable, nil
+	}
+	q, err := a.queryableFor(r)
+	if err != nil {
+		return nil, &apiError{errorBadData, err}
+	}
+	return q, nil
 }
 
 // queryData is the data of /api/v1/query and /api/v1/query_range.
@@ -269,7 +286,11 @@ func (a *API) query(r *http.Request) result {
 	if aerr != nil {
 		return result{err: aerr}
 	}
-	qry, err := a.engine.NewInstantQuery(ctx, a.queryable, opts, r.FormValue("query"), ts)
+	queryable, aerr := a.queryableOf(r)
+	if aerr != nil {
+		return result{err: aerr}
+	}
+	qry, err := a.engine.NewInstantQuery(ctx, queryable, opts, r.FormValue("query"), ts)
 	if err != nil {
 		return result{err: constructionError(err)}
 	}
@@ -316,7 +337,11 @@ func (a *API) queryRange(r *http.Request) result {
 	if aerr != nil {
 		return result{err: aerr}
 	}
-	qry, err := a.engine.NewRangeQuery(ctx, a.queryable, opts, r.FormValue("query"), start, end, step)
+	queryable, aerr := a.queryableOf(r)
+	if aerr != nil {
+		return result{err: aerr}
+	}
+	qry, err := a.engine.NewRangeQuery(ctx, queryable, opts, r.FormValue("query"), start, end, step)
 	if err != nil {
 		return result{err: constructionError(err)}
 	}
@@ -378,7 +403,11 @@ func (a *API) series(r *http.Request) result {
 	if err != nil {
 		return result{err: invalidParam(err, "match[]")}
 	}
-	q, err := a.queryable.Querier(timestamp.FromTime(start), timestamp.FromTime(end))
+	queryable, aerr := a.queryableOf(r)
+	if aerr != nil {
+		return result{err: aerr}
+	}
+	q, err := queryable.Querier(timestamp.FromTime(start), timestamp.FromTime(end))
 	if err != nil {
 		return result{err: queryError(err)}
 	}
@@ -437,7 +466,11 @@ func (a *API) labelArgs(r *http.Request) (limit int, q storage.Querier, sets [][
 	if err != nil {
 		return 0, nil, nil, &apiError{errorBadData, err}
 	}
-	q, err = a.queryable.Querier(timestamp.FromTime(start), timestamp.FromTime(end))
+	queryable, aerr := a.queryableOf(r)
+	if aerr != nil {
+		return 0, nil, nil, aerr
+	}
+	q, err = queryable.Querier(timestamp.FromTime(start), timestamp.FromTime(end))
 	if err != nil {
 		return 0, nil, nil, queryError(err)
 	}

@@ -1,0 +1,330 @@
+// Package planner is the compaction planner: it follows the catalogue, groups live blocks
+// as the Thanos compactor does (resolution and external labels, without replica labels),
+// plans each group with the Thanos level planner (Plan, a pure function) and publishes the
+// compactions as jobs for the pool of compaction workers. Several planners may run for
+// availability; a lease lets one of them plan at a time.
+package planner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/blockflow/blockflow/internal/logging"
+	"github.com/blockflow/blockflow/schemas"
+)
+
+// Catalogue delivers every block record, then synced, then each change, until ctx ends.
+type Catalogue interface {
+	Watch(ctx context.Context, apply func(schemas.BlockRecord), synced func()) error
+}
+
+// Queue is the job queue.
+type Queue interface {
+	// PublishJob queues v on the job subject of kind and group; a job id published again
+	// within the queue's duplicate window is queued once.
+	PublishJob(ctx context.Context, kind, group, jobID string, v any) error
+	// QueuedJobs returns every job of kind that is waiting or being worked on.
+	QueuedJobs(ctx context.Context, kind string) ([][]byte, error)
+}
+
+// Leader runs fn while this process holds the planner's lease, with a context that ends
+// when the lease is lost; it returns when ctx ends.
+type Leader interface {
+	Lead(ctx context.Context, fn func(ctx context.Context) error) error
+}
+
+// Defaults of Options.
+const (
+	DefaultResync = time.Minute
+	// LeaseName is the lease planners compete for.
+	LeaseName = "planner-compact"
+)
+
+const (
+	// settle lets a burst of catalogue changes (a compaction marks all its inputs) land
+	// before the next plan.
+	settle = 200 * time.Millisecond
+	// publishRetry is the wait before planning again after a failed publish.
+	publishRetry = 5 * time.Second
+)
+
+// Options configure Run.
+type Options struct {
+	Catalogue Catalogue
+	Queue     Queue
+	// Leader elects one planner among several; nil means this process always plans (it
+	// must then be the only planner).
+	Leader Leader
+	Config Config
+	// Resync is how often the planner re-reads the job queue and plans even without a
+	// catalogue change (default DefaultResync): it notices jobs that were dead-lettered.
+	Resync     time.Duration
+	Logger     zerolog.Logger
+	Registerer prometheus.Registerer
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Run plans compactions until ctx ends. It follows the catalogue all the time, so a
+// standby planner takes over with its state loaded; while it leads, it plans on every
+// catalogue change and publishes each job whose inputs no queued job holds.
+func Run(ctx context.Context, o Options) error {
+	if o.Catalogue == nil || o.Queue == nil {
+		return errors.New("planner: catalogue and queue are required")
+	}
+	cfg, err := o.Config.withDefaults()
+	if err != nil {
+		return fmt.Errorf("planner: %w", err)
+	}
+	o.Config = cfg
+	if o.Resync <= 0 {
+		o.Resync = DefaultResync
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	p := &planner{
+		o:       o,
+		log:     o.Logger.With().Str(logging.FieldStage, "planner").Logger(),
+		m:       newMetrics(o.Registerer),
+		blocks:  map[ulid.ULID]schemas.BlockRecord{},
+		changed: make(chan struct{}, 1),
+		synced:  make(chan struct{}),
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		watchErr error
+	)
+	wg.Go(func() {
+		var once sync.Once
+		watchErr = o.Catalogue.Watch(ctx, p.apply, func() { once.Do(func() { close(p.synced) }) })
+		cancel()
+	})
+	var leadErr error
+	if o.Leader == nil {
+		leadErr = p.lead(ctx)
+	} else {
+		leadErr = o.Leader.Lead(ctx, p.lead)
+	}
+	cancel()
+	wg.Wait()
+	return errors.Join(watchErr, leadErr)
+}
+
+type planner struct {
+	o   Options
+	log zerolog.Logger
+	m   *metrics
+
+	mu      sync.Mutex
+	blocks  map[ulid.ULID]schemas.BlockRecord // every block not deleted
+	changed chan struct{}
+	synced  chan struct{}
+}
+
+func (p *planner) apply(rec schemas.BlockRecord) {
+	p.mu.Lock()
+	if rec.State == schemas.StateDeleted {
+		delete(p.blocks, rec.ULID)
+	} else {
+		p.blocks[rec.ULID] = rec
+	}
+	p.mu.Unlock()
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (p *planner) snapshot() []schemas.BlockRecord {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]schemas.BlockRecord, 0, len(p.blocks))
+	for _, b := range p.blocks {
+		out = append(out, b)
+	}
+	return out
+}
+
+// lead plans while this planner leads (until ctx ends).
+func (p *planner) lead(ctx context.Context) error {
+	p.m.leader.Set(1)
+	defer p.m.leader.Set(0)
+	select {
+	case <-p.synced:
+	case <-ctx.Done():
+		return nil
+	}
+	p.log.Info().Msg("planning compactions")
+	var (
+		queued map[string]schemas.CompactJob // jobs in the queue, by id
+		readAt time.Time
+		resync = time.NewTicker(p.o.Resync)
+	)
+	defer resync.Stop()
+	for {
+		if queued == nil || p.o.Now().Sub(readAt) >= p.o.Resync {
+			q, err := p.readQueue(ctx)
+			switch {
+			case err == nil:
+				queued, readAt = q, p.o.Now()
+			case queued == nil:
+				// Never plan without knowing the queue: a job of the last leader may hold
+				// blocks.
+				p.log.Warn().Err(err).Msg("reading the job queue failed; retrying")
+				if !sleep(ctx, publishRetry) {
+					return nil
+				}
+				continue
+			default:
+				p.log.Warn().Err(err).Msg("reading the job queue failed; planning against the last known queue")
+			}
+		}
+		wake, err := p.planOnce(ctx, queued)
+		if err != nil {
+			return err
+		}
+		if !p.wait(ctx, wake, resync.C) {
+			return nil
+		}
+	}
+}
+
+// wait returns at the next catalogue change (once the burst has settled), at wake (unless
+// zero) or at the next resync tick; false when ctx ends.
+func (p *planner) wait(ctx context.Context, wake time.Time, resync <-chan time.Time) bool {
+	var wakeC <-chan time.Time
+	if !wake.IsZero() {
+		t := time.NewTimer(wake.Sub(p.o.Now()))
+		defer t.Stop()
+		wakeC = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-p.changed:
+		if !sleep(ctx, settle) {
+			return false
+		}
+		select {
+		case <-p.changed:
+		default:
+		}
+	case <-wakeC:
+	case <-resync:
+	}
+	return true
+}
+
+// planOnce plans and publishes what no queued job blocks. It returns when to plan again
+// without a catalogue change (zero: at the next resync). queued is updated in place.
+func (p *planner) planOnce(ctx context.Context, queued map[string]schemas.CompactJob) (time.Time, error) {
+	blocks := p.snapshot()
+	live := make(map[ulid.ULID]bool, len(blocks))
+	for _, b := range blocks {
+		live[b.ULID] = b.State == schemas.StateLive && b.NoCompact == ""
+	}
+	// A queued job whose inputs are no longer all live is done (inputs marked), or cannot
+	// be done (an input was marked no-compact and the job dead-lettered).
+	busy := map[ulid.ULID]bool{}
+	for id, job := range queued {
+		done := false
+		for _, in := range job.Inputs {
+			if !live[in.ULID] {
+				done = true
+			}
+		}
+		if done {
+			delete(queued, id)
+			continue
+		}
+		for _, in := range job.Inputs {
+			busy[in.ULID] = true
+		}
+	}
+
+	res, err := Plan(blocks, p.o.Now(), p.o.Config)
+	if err != nil {
+		return time.Time{}, err
+	}
+	p.m.todo.Set(float64(len(res.Jobs)))
+	wake := res.Wake
+	for _, job := range res.Jobs {
+		if _, ok := queued[job.ID]; ok {
+			continue
+		}
+		if holdsAny(busy, job.Inputs) {
+			// A queued job holds some of its inputs; plan it again once that one is done.
+			continue
+		}
+		if err := p.o.Queue.PublishJob(ctx, schemas.JobCompact, job.Group, job.ID, job); err != nil {
+			if ctx.Err() != nil {
+				return time.Time{}, nil
+			}
+			p.log.Warn().Err(err).Str("job", job.ID).Msg("publishing a compaction job failed; will retry")
+			retry := p.o.Now().Add(publishRetry)
+			if wake.IsZero() || retry.Before(wake) {
+				wake = retry
+			}
+			continue
+		}
+		p.m.published.Inc()
+		queued[job.ID] = job
+		for _, in := range job.Inputs {
+			busy[in.ULID] = true
+		}
+		p.log.Info().Str("job", job.ID).Str("group", job.Group).Int("inputs", len(job.Inputs)).
+			Time("min_time", time.UnixMilli(job.MinTime()).UTC()).Time("max_time", time.UnixMilli(job.MaxTime()).UTC()).
+			Str("deduplication", job.Deduplication).Msg("compaction planned")
+	}
+	return wake, nil
+}
+
+func holdsAny(busy map[ulid.ULID]bool, refs []schemas.BlockRef) bool {
+	for _, in := range refs {
+		if busy[in.ULID] {
+			return true
+		}
+	}
+	return false
+}
+
+// readQueue returns the compaction jobs in the queue, by id.
+func (p *planner) readQueue(ctx context.Context) (map[string]schemas.CompactJob, error) {
+	data, err := p.o.Queue.QueuedJobs(ctx, schemas.JobCompact)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]schemas.CompactJob, len(data))
+	for _, d := range data {
+		job, err := schemas.Decode[schemas.CompactJob](d)
+		if err != nil {
+			// The worker dead-letters it; it holds no inputs.
+			p.log.Warn().Err(err).Msg("ignoring an invalid queued job")
+			continue
+		}
+		out[job.ID] = job
+	}
+	return out, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
