@@ -29,6 +29,7 @@ func TestE2E(t *testing.T) {
 	t.Run("UploadWorkerKilledMidUpload", func(t *testing.T) { testUploadWorkerKilledMidUpload(t, minio) })
 	t.Run("SidecarRestartShipsNothingTwice", func(t *testing.T) { testSidecarRestart(t, minio) })
 	t.Run("CorruptBlockIsDeadLettered", func(t *testing.T) { testCorruptBlock(t, minio) })
+	t.Run("Outages", func(t *testing.T) { testOutages(t, minio) })
 }
 
 // testQueryMatchesPrometheus ships promtool-made blocks through sidecar, upload worker
