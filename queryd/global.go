@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -99,18 +100,35 @@ type dedupQuerier struct {
 }
 
 func (d *dedupQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	// The own blocks and the endpoints are read in parallel.
+	type selected struct {
+		series []storage.Series
+		warns  annotations.Annotations
+		err    error
+	}
+	results := make([]selected, len(d.queriers))
+	var wg sync.WaitGroup
+	for i, q := range d.queriers {
+		wg.Go(func() {
+			set := q.Select(ctx, false, hints, ms...)
+			var r selected
+			for set.Next() {
+				s := set.At()
+				r.series = append(r.series, &storage.SeriesEntry{Lset: stripLabels(s.Labels(), d.replicaLabels), SampleIteratorFn: s.Iterator})
+			}
+			r.err, r.warns = set.Err(), set.Warnings()
+			results[i] = r
+		})
+	}
+	wg.Wait()
 	var all []storage.Series
 	var warns annotations.Annotations
-	for _, q := range d.queriers {
-		set := q.Select(ctx, false, hints, ms...)
-		for set.Next() {
-			s := set.At()
-			all = append(all, &storage.SeriesEntry{Lset: stripLabels(s.Labels(), d.replicaLabels), SampleIteratorFn: s.Iterator})
+	for _, r := range results {
+		if r.err != nil {
+			return storage.ErrSeriesSet(r.err)
 		}
-		if err := set.Err(); err != nil {
-			return storage.ErrSeriesSet(err)
-		}
-		warns.Merge(set.Warnings())
+		all = append(all, r.series...)
+		warns.Merge(r.warns)
 	}
 	// Stable: replicas keep the queriers' order, so ties go to the own blocks.
 	slices.SortStableFunc(all, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })

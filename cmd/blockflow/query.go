@@ -271,7 +271,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		func(ctx context.Context) error {
 			return runUpload(ctx, b, bkt, filepath.Join(*dataDir, "upload"), 2, bus.DefaultAckWait, reg, log.With().Str("component", "upload").Logger())
 		},
-		func(ctx context.Context) error { return devBanner(ctx, q, srv, nsrv.ClientURL(), stdout) },
+		func(ctx context.Context) error { return devBanner(ctx, q, srv, nsrv.ClientURL(), *grpcAddr, stdout) },
 	}
 	if *demo {
 		loops = append(loops, func(ctx context.Context) error { return demoLive(ctx, *tsdbPath, log) })
@@ -316,7 +316,7 @@ func demoLive(ctx context.Context, dir string, log zerolog.Logger) error {
 }
 
 // devBanner tells a newcomer where to look once queryd is ready.
-func devBanner(ctx context.Context, q *queryd.Server, srv *ops.Server, natsURL string, w io.Writer) error {
+func devBanner(ctx context.Context, q *queryd.Server, srv *ops.Server, natsURL, grpcAddr string, w io.Writer) error {
 	if err := q.WaitReady(ctx); err != nil {
 		return nil
 	}
@@ -326,11 +326,20 @@ blockflow dev is running.
   Prometheus HTTP API  %[1]s   (add it to Grafana as a Prometheus data source)
   metrics              %[1]s/metrics
   NATS JetStream       %[2]s
+  Thanos StoreAPI      %[3]s
 Try:
   curl -s '%[1]s/api/v1/query' --data-urlencode 'query=sum by (status) (request_count_total)'
   curl -s '%[1]s/api/v1/labels'
   promtool query instant %[1]s 'sum by (status) (rate(request_count_total[5m]))'
 
-`, u, natsURL)
+`, u, natsURL, storeAPIAddr(grpcAddr))
 	return nil
+}
+
+// storeAPIAddr tells where the StoreAPI is, for the banner.
+func storeAPIAddr(addr string) string {
+	if addr == "" {
+		return "not served (--grpc-address is empty)"
+	}
+	return addr + "   (thanos query --endpoint=" + addr + ")"
 }

@@ -59,11 +59,9 @@ func (q *promQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectH
 		return storage.ErrChunkSeriesSet(err)
 	}
 	// Sorted whatever was asked: Prometheus sorts by its own labels, and the HTTP API
-	// does not promise an order.
+	// does not promise an order. No limit is applied: adding the external labels can
+	// change the order, so the StoreAPI server cuts after that.
 	slices.SortFunc(series, func(a, b storage.ChunkSeries) int { return labels.Compare(a.Labels(), b.Labels()) })
-	if hints != nil && hints.Limit > 0 && len(series) > hints.Limit {
-		series = series[:hints.Limit]
-	}
 	return &chunkSeriesList{series: series, i: -1}
 }
 
