@@ -2,13 +2,16 @@ package schemas
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 
 	"github.com/oklog/ulid/v2"
 )
+
+// JobDownsample is the kind of a downsampling job: the fourth token of
+// blockflow.job.downsample.<group> and the first input of its id.
+const JobDownsample = "downsample"
 
 // DownsampleJob asks a downsample worker for the 5m version of a raw block or the 1h version
 // of a 5m block. It is published on blockflow.job.downsample.<group> with its ID as the
@@ -46,14 +49,30 @@ func (j DownsampleJob) Validate() error {
 	return nil
 }
 
-// DownsampleJobID is the ID of the job that downsamples block input to resolution: a hash
-// of the kind and the input, the same whoever plans it.
+// DownsampleJobID is the id of the job that downsamples block input to resolution: the hex
+// SHA-256 (first 16 bytes) of the job kind, the input and the resolution, the same whoever
+// plans it.
 func DownsampleJobID(input ulid.ULID, resolution int64) string {
 	h := sha256.New()
-	h.Write([]byte("downsample"))
-	h.Write(input[:])
-	h.Write(binary.BigEndian.AppendUint64(nil, uint64(resolution)))
+	fmt.Fprintf(h, "%s\n%s\n%d\n", JobDownsample, input, resolution)
 	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// DownsampleOutputULID is the ULID of the block that downsampling input to resolution
+// writes. Its time part is the input's and its entropy comes from the job id, so every
+// delivery of the job writes the same objects and a crash can never leave two outputs.
+func DownsampleOutputULID(input ulid.ULID, resolution int64) ulid.ULID {
+	sum := sha256.Sum256([]byte(DownsampleJobID(input, resolution)))
+	var id ulid.ULID
+	// Neither can fail: the time comes from a valid ULID and the entropy is 10 bytes.
+	_ = id.SetTime(input.Time())
+	_ = id.SetEntropy(sum[:10])
+	return id
+}
+
+// OutputULID is the ULID of the job's output block.
+func (j DownsampleJob) OutputULID() ulid.ULID {
+	return DownsampleOutputULID(j.Input.ULID, j.Resolution)
 }
 
 // BlockDownsampled says a downsampled block is committed to the bucket and catalogued. It is

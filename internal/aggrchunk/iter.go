@@ -48,18 +48,18 @@ func SeriesIterator(chks []chunkenc.Chunk, aggrs []Aggr) chunkenc.Iterator {
 		if single {
 			sub, err := ac.Get(aggrs[0])
 			if err != nil {
-				return &concatIterator{err: err}
+				return ErrIterator(err)
 			}
 			its = append(its, sub.Iterator(nil))
 			continue
 		}
 		cnt, err := ac.Get(Count)
 		if err != nil {
-			return &concatIterator{err: err}
+			return ErrIterator(err)
 		}
 		sum, err := ac.Get(Sum)
 		if err != nil {
-			return &concatIterator{err: err}
+			return ErrIterator(err)
 		}
 		its = append(its, &averageIterator{count: cnt.Iterator(nil), sum: sum.Iterator(nil)})
 	}
@@ -72,6 +72,10 @@ func SeriesIterator(chks []chunkenc.Chunk, aggrs []Aggr) chunkenc.Iterator {
 // millis is int64 under a name of its own only so that go vet's stdmethods check does not
 // take the iterators' Seek for io.Seeker's.
 type millis = int64
+
+// ErrIterator returns an iterator without samples whose Err is err, for a series whose
+// chunks could not be read.
+func ErrIterator(err error) chunkenc.Iterator { return &concatIterator{err: err} }
 
 // CounterIterator reads a sequence of counter chunks (counter aggregates or raw counter
 // chunks) in time order as one counter that never decreases: every drop is a reset, after

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
@@ -20,9 +21,11 @@ const rawResolution = 60 * 1000
 // maxWindowsPerChunk bounds the average number of windows in one output chunk.
 const maxWindowsPerChunk = 140
 
+// sample is a float, or a native histogram when fh is set.
 type sample struct {
-	t int64
-	v float64
+	t  int64
+	v  float64
+	fh *histogram.FloatHistogram
 }
 
 // windowEnd is the last millisecond of the resolution-wide window t falls into; windows are
@@ -63,7 +66,8 @@ func (a *aggregator) resetWindow() {
 	a.min, a.max = math.MaxFloat64, -math.MaxFloat64
 }
 
-func (a *aggregator) add(v float64) {
+func (a *aggregator) add(s sample) {
+	v := s.v
 	switch {
 	case a.total == 0:
 		a.counter = v
@@ -77,8 +81,19 @@ func (a *aggregator) add(v float64) {
 	a.total++
 	a.count++
 	a.sum += v
-	a.min = math.Min(a.min, v)
-	a.max = math.Max(a.max, v)
+	// NaN never gets here, so plain comparisons do (and are cheaper than math.Min).
+	if v < a.min {
+		a.min = v
+	}
+	if v > a.max {
+		a.max = v
+	}
+}
+
+// windowAggregator accumulates the samples of one window at a time.
+type windowAggregator interface {
+	resetWindow()
+	add(s sample)
 }
 
 // aggregateWindows feeds data, in time order, through a into resolution-wide windows and
@@ -86,18 +101,18 @@ func (a *aggregator) add(v float64) {
 // or the batch's last timestamp for the final window, so that no output sample lies beyond
 // the batch (aggregate batches follow chunk boundaries, which windows do not). It returns
 // the final window's timestamp.
-func aggregateWindows(data []sample, resolution int64, a *aggregator, emit func(t int64)) int64 {
+func aggregateWindows(data []sample, resolution int64, a windowAggregator, emit func(t int64)) int64 {
 	last := data[len(data)-1].t
-	end := int64(-1)
-	for _, s := range data {
-		if s.t > end {
-			if end != -1 {
+	var end int64
+	for i, s := range data {
+		if i == 0 || s.t > end {
+			if i > 0 {
 				emit(end)
 			}
 			a.resetWindow()
 			end = min(windowEnd(s.t, resolution), last)
 		}
-		a.add(s.v)
+		a.add(s)
 	}
 	emit(end)
 	return end
@@ -140,7 +155,8 @@ func (b *chunkBuilder) meta() (chunks.Meta, error) {
 }
 
 // downsampleRaw appends to out the downsampled chunks of one series' raw samples, which
-// are in time order and free of stale markers. data is reused as scratch space.
+// are in time order, free of stale markers and all floats or all histograms. data is
+// reused as scratch space.
 func downsampleRaw(out []chunks.Meta, data []sample, resolution int64) ([]chunks.Meta, error) {
 	if len(data) == 0 {
 		return out, nil
@@ -158,7 +174,11 @@ func downsampleRaw(out []chunks.Meta, data []sample, resolution int64) ([]chunks
 		if len(batch) == 0 {
 			continue
 		}
-		m, err := downsampleBatch(batch, resolution)
+		batchFn := downsampleBatch
+		if batch[0].fh != nil {
+			batchFn = downsampleHistogramBatch
+		}
+		m, err := batchFn(batch, resolution)
 		if err != nil {
 			return out, err
 		}
@@ -167,11 +187,11 @@ func downsampleRaw(out []chunks.Meta, data []sample, resolution int64) ([]chunks
 	return out, nil
 }
 
-// dropNaN removes NaN values in place.
+// dropNaN removes NaN values (and histograms with a NaN sum) in place.
 func dropNaN(batch []sample) []sample {
 	kept := batch[:0]
 	for _, s := range batch {
-		if !math.IsNaN(s.v) {
+		if !math.IsNaN(s.v) && (s.fh == nil || !math.IsNaN(s.fh.Sum)) {
 			kept = append(kept, s)
 		}
 	}
@@ -202,7 +222,8 @@ func downsampleBatch(batch []sample, resolution int64) (chunks.Meta, error) {
 
 // downsampleAggr appends to out the chunks of one series' downsampled chunks (from inRes to
 // resolution), re-aggregated along their chunk boundaries: a counter's first and last raw
-// values live at those boundaries and must survive every level. buf is scratch space.
+// values live at those boundaries and must survive every level. The chunks are all float
+// or all histogram chunks. buf is scratch space.
 func downsampleAggr(out []chunks.Meta, chks []*aggrchunk.Chunk, mint, maxt, inRes, resolution int64, buf []sample) ([]chunks.Meta, []sample, error) {
 	if len(chks) == 0 {
 		return out, buf, nil
@@ -214,13 +235,17 @@ func downsampleAggr(out []chunks.Meta, chks []*aggrchunk.Chunk, mint, maxt, inRe
 	numChunks := targetChunkCount(mint, maxt, inRes, resolution, windows)
 	// Thanos divides without rounding up and fails when that gives 0; take one chunk instead.
 	batchSize := max(1, len(chks)/numChunks)
+	batchFn := downsampleAggrBatch
+	if chks[0].IsHistogram() {
+		batchFn = downsampleHistogramAggrBatch
+	}
 	for len(chks) > 0 {
 		j := min(batchSize, len(chks))
 		var (
 			m   chunks.Meta
 			err error
 		)
-		m, buf, err = downsampleAggrBatch(chks[:j], resolution, buf)
+		m, buf, err = batchFn(chks[:j], resolution, buf)
 		if err != nil {
 			return out, buf, err
 		}

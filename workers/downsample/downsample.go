@@ -38,8 +38,8 @@ type Result struct {
 	Meta block.Meta
 	// InputSamples is how many raw or aggregated samples were read.
 	InputSamples uint64
-	// SkippedHistogramSeries counts series whose native-histogram chunks were left out:
-	// they are not downsampled yet.
+	// SkippedHistogramSeries counts series whose native histograms were left out because
+	// they could not be aggregated (e.g. custom bucket bounds mixed with exponential ones).
 	SkippedHistogramSeries int
 }
 
@@ -90,11 +90,12 @@ func Block(ctx context.Context, log zerolog.Logger, dir string, meta block.Meta,
 		n       int
 	)
 	for postings.Next() {
-		if n++; n%1024 == 0 {
+		if n%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return res, err
 			}
 		}
+		n++
 		ref := postings.At()
 		if err := ir.Series(ref, &builder, &chks); err != nil {
 			return res, inputError{fmt.Errorf("series %d: %w", ref, err)}
@@ -124,7 +125,8 @@ func Block(ctx context.Context, log zerolog.Logger, dir string, meta block.Meta,
 
 	seriesMax, err := verifyIndex(ctx, outDir, meta.MinTime, meta.MaxTime)
 	if err != nil {
-		return res, fmt.Errorf("verify output: %w", err)
+		// Samples outside the input's own time range end up here; no retry changes them.
+		return res, inputError{fmt.Errorf("output failed verification: %w", err)}
 	}
 	out := meta
 	out.ULID = id
@@ -176,90 +178,127 @@ type seriesDownsampler struct {
 	out     []chunks.Meta
 	it      chunkenc.Iterator
 
+	// skippedHistograms counts series whose native histograms could not be aggregated.
 	skippedHistograms int
+	skipped           bool
 }
 
 // series returns the output chunks of one series; they are valid until the next call.
 func (d *seriesDownsampler) series(lset labels.Labels, chks []chunks.Meta) ([]chunks.Meta, error) {
-	d.out = d.out[:0]
-	skipped := false
+	d.out, d.skipped = d.out[:0], false
 	var err error
 	if d.inRes == schemas.ResRaw {
-		skipped, err = d.raw(chks)
+		err = d.raw(lset, chks)
 	} else {
-		skipped, err = d.downsampled(lset, chks)
+		err = d.downsampled(lset, chks)
 	}
-	if skipped {
+	if d.skipped {
 		d.skippedHistograms++
-		d.log.Debug().Stringer("series", lset).Msg("native-histogram chunks are not downsampled; left out")
 	}
 	return d.out, err
 }
 
-// raw downsamples raw chunks. A switch between float and histogram chunks starts new output
-// chunks, as in Thanos; the histogram chunks themselves are left out.
-func (d *seriesDownsampler) raw(chks []chunks.Meta) (skipped bool, err error) {
+// raw downsamples raw chunks. Float and histogram chunks are downsampled in separate runs,
+// so a switch between them starts a new output chunk, as in Thanos.
+func (d *seriesDownsampler) raw(lset labels.Labels, chks []chunks.Meta) error {
 	d.samples = d.samples[:0]
-	for _, c := range chks {
-		if isHistogram(c.Chunk.Encoding()) {
-			skipped = true
-			if d.out, err = downsampleRaw(d.out, d.samples, d.res); err != nil {
-				return skipped, err
+	for i, c := range chks {
+		hist := isHistogram(c.Chunk.Encoding())
+		if i > 0 && hist != isHistogram(chks[i-1].Chunk.Encoding()) {
+			if err := d.flushRaw(lset); err != nil {
+				return err
 			}
-			d.samples = d.samples[:0]
-			continue
 		}
 		d.it = c.Chunk.Iterator(d.it)
-		if d.samples, err = expand(d.samples, d.it); err != nil {
-			return skipped, fmt.Errorf("chunk %d: %w", c.Ref, err)
+		var err error
+		if hist {
+			d.samples, err = expandHistograms(d.samples, d.it)
+		} else {
+			d.samples, err = expand(d.samples, d.it)
+		}
+		if err != nil {
+			return fmt.Errorf("chunk %d: %w", c.Ref, err)
 		}
 	}
-	d.out, err = downsampleRaw(d.out, d.samples, d.res)
-	return skipped, err
+	return d.flushRaw(lset)
+}
+
+// flushRaw downsamples the run of samples gathered so far.
+func (d *seriesDownsampler) flushRaw(lset labels.Labels) error {
+	n := len(d.out)
+	out, err := downsampleRaw(d.out, d.samples, d.res)
+	d.samples = d.samples[:0]
+	if d.skipHistograms(lset, err) {
+		d.out = out[:n]
+		return nil
+	}
+	d.out = out
+	return err
+}
+
+// skipHistograms reports whether err is about native histograms that cannot be aggregated,
+// which costs those histograms but not the block.
+func (d *seriesDownsampler) skipHistograms(lset labels.Labels, err error) bool {
+	var he histogramError
+	if !errors.As(err, &he) {
+		return false
+	}
+	d.skipped = true
+	d.log.Warn().Err(err).Stringer("series", lset).Msg("native histograms left out of the downsampled block")
+	return true
 }
 
 // downsampled re-aggregates the chunks of a downsampled block. A raw chunk found there (an
 // old Thanos bug wrote some) is first downsampled to 5m; an empty one is dropped.
-func (d *seriesDownsampler) downsampled(lset labels.Labels, chks []chunks.Meta) (skipped bool, err error) {
+func (d *seriesDownsampler) downsampled(lset labels.Labels, chks []chunks.Meta) error {
 	d.fixed = d.fixed[:0]
 	for _, c := range chks {
 		if _, ok := c.Chunk.(*aggrchunk.Chunk); ok {
 			d.fixed = append(d.fixed, c)
 			continue
 		}
-		switch {
-		case c.Chunk.NumSamples() == 0:
+		if c.Chunk.NumSamples() == 0 {
 			d.log.Warn().Stringer("series", lset).Msg("empty raw chunk in a downsampled block; dropped")
-			continue
-		case isHistogram(c.Chunk.Encoding()):
-			skipped = true
 			continue
 		}
 		d.it = c.Chunk.Iterator(d.it)
-		if d.samples, err = expand(d.samples[:0], d.it); err != nil {
-			return skipped, fmt.Errorf("chunk %d: %w", c.Ref, err)
+		var err error
+		if isHistogram(c.Chunk.Encoding()) {
+			d.samples, err = expandHistograms(d.samples[:0], d.it)
+		} else {
+			d.samples, err = expand(d.samples[:0], d.it)
 		}
-		if d.fixed, err = downsampleRaw(d.fixed, d.samples, schemas.Res5m); err != nil {
-			return skipped, err
+		if err != nil {
+			return fmt.Errorf("chunk %d: %w", c.Ref, err)
+		}
+		n := len(d.fixed)
+		if d.fixed, err = downsampleRaw(d.fixed, d.samples, schemas.Res5m); d.skipHistograms(lset, err) {
+			d.fixed = d.fixed[:n]
+		} else if err != nil {
+			return err
 		}
 	}
 
-	// Runs of float chunks between histogram chunks are downsampled apart, as in Thanos.
+	// Runs of float and of histogram chunks are downsampled apart, as in Thanos.
 	d.run = d.run[:0]
 	var mint, maxt int64
 	flush := func() error {
-		d.out, d.samples, err = downsampleAggr(d.out, d.run, mint, maxt, d.inRes, d.res, d.samples)
-		d.run = d.run[:0]
+		n := len(d.out)
+		out, buf, err := downsampleAggr(d.out, d.run, mint, maxt, d.inRes, d.res, d.samples)
+		d.samples, d.run = buf, d.run[:0]
+		if d.skipHistograms(lset, err) {
+			d.out = out[:n]
+			return nil
+		}
+		d.out = out
 		return err
 	}
-	for _, c := range d.fixed {
+	for i, c := range d.fixed {
 		ac := c.Chunk.(*aggrchunk.Chunk)
-		if ac.IsHistogram() {
-			skipped = true
+		if i > 0 && ac.IsHistogram() != d.fixed[i-1].Chunk.(*aggrchunk.Chunk).IsHistogram() {
 			if err := flush(); err != nil {
-				return skipped, err
+				return err
 			}
-			continue
 		}
 		if len(d.run) == 0 {
 			mint = c.MinTime
@@ -267,7 +306,7 @@ func (d *seriesDownsampler) downsampled(lset labels.Labels, chks []chunks.Meta) 
 		maxt = c.MaxTime
 		d.run = append(d.run, ac)
 	}
-	return skipped, flush()
+	return flush()
 }
 
 func isHistogram(e chunkenc.Encoding) bool {

@@ -1,8 +1,6 @@
 package downsample
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -77,19 +75,4 @@ func allCovered(sources []ulid.ULID, done map[ulid.ULID]bool) bool {
 // external labels>".
 func GroupKey(r schemas.BlockRecord) string {
 	return fmt.Sprintf("%d@%d", r.Resolution, labels.FromMap(r.Labels).Hash())
-}
-
-// OutputID is the ULID of the block that downsampling input to resolution writes. It is
-// derived from both, so a redelivered job writes the same block again instead of a second
-// one. Its time part is the input's.
-func OutputID(input ulid.ULID, resolution int64) ulid.ULID {
-	h := sha256.New()
-	h.Write([]byte("downsample"))
-	h.Write(input[:])
-	h.Write(binary.BigEndian.AppendUint64(nil, uint64(resolution)))
-	var id ulid.ULID
-	// Neither can fail: the time comes from a valid ULID and the entropy is 10 bytes.
-	_ = id.SetTime(input.Time())
-	_ = id.SetEntropy(h.Sum(nil)[:10])
-	return id
 }

@@ -100,7 +100,7 @@ func (w *Worker) Handle(ctx context.Context, job schemas.DownsampleJob) (err err
 	}
 	defer w.release(job.ID)
 
-	out := OutputID(job.Input.ULID, job.Resolution)
+	out := job.OutputULID()
 	log = log.With().Str("output", out.String()).Logger()
 	if ok, err := w.Bucket.Exists(ctx, path.Join(out.String(), block.MetaFilename)); err != nil {
 		return fmt.Errorf("block %s: check bucket: %w", out, err)
@@ -133,8 +133,7 @@ func (w *Worker) Handle(ctx context.Context, job schemas.DownsampleJob) (err err
 	}
 	w.Metrics.addSamples(res.InputSamples)
 	if res.SkippedHistogramSeries > 0 {
-		log.Warn().Int("series", res.SkippedHistogramSeries).
-			Msg("native-histogram samples are not downsampled yet; those series' histogram chunks were left out")
+		log.Warn().Int("series", res.SkippedHistogramSeries).Msg("some series' native histograms could not be aggregated and were left out")
 	}
 
 	written, err := block.Upload(ctx, w.Bucket, outDir, res.Meta)
