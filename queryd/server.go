@@ -3,7 +3,9 @@
 // local index cache and range reads, and answers PromQL over them with the Prometheus
 // HTTP API. It serves its blocks over the Thanos StoreAPI, and, as a Thanos Querier, reads
 // other StoreAPI endpoints (sidecars for the newest data) along with its own blocks,
-// deduplicating HA replicas.
+// deduplicating HA replicas. A query reads raw data unless its max_source_resolution
+// allows downsampled (5m, 1h) data, which it then reads through the aggregate that fits
+// each function, as Thanos does.
 package queryd
 
 import (
@@ -136,7 +138,6 @@ func New(opts Options) (*Server, error) {
 		log:   log,
 	}
 	s.queryable = blockquery.NewQueryable(func(mint, maxt int64) []*bucketblock.Block {
-		// Raw data only until downsampled blocks can be read.
 		return s.set.Snapshot().For(mint, maxt, schemas.ResRaw)
 	})
 	s.queryOpts = storeapi.QueryOptions{ReplicaLabels: opts.ReplicaLabels, PartialResponseStrategy: opts.PartialResponse}
@@ -163,17 +164,19 @@ func New(opts Options) (*Server, error) {
 	})
 	api := httpapi.New(httpapi.Options{
 		Queryable: s.global(s.queryOpts),
-		QueryableFor: func(r *http.Request) (storage.Queryable, error) {
+		QueryableFor: func(r *http.Request, ro httpapi.ReadOptions) (storage.Queryable, error) {
 			o, err := requestOptions(r, s.queryOpts)
 			if err != nil {
 				return nil, err
 			}
+			o.MaxResolutionWindow = ro.MaxSourceResolution.Milliseconds()
 			return s.global(o), nil
 		},
-		Engine:    engine,
-		Ready:     s.set.Ready,
-		BuildInfo: opts.BuildInfo,
-		Logger:    log,
+		Engine:        engine,
+		LookbackDelta: opts.LookbackDelta,
+		Ready:         s.set.Ready,
+		BuildInfo:     opts.BuildInfo,
+		Logger:        log,
 	})
 	s.handler = newMux(api, s.set.Ready, opts.Registerer, opts.Gatherer, s.serveStores)
 	return s, nil
@@ -209,7 +212,7 @@ func (s *Server) closeEndpoints() error {
 
 // global is the Queryable of PromQL: own blocks and endpoints, with the options o.
 func (s *Server) global(o storeapi.QueryOptions) storage.Queryable {
-	return globalQueryable{local: s.queryable, remote: s.remote, opts: o}
+	return globalQueryable{local: s.local(o.MaxResolutionWindow), remote: s.remote, opts: o}
 }
 
 // Run follows the catalogue, and checks the endpoints every 5s, until ctx ends. The

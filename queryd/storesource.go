@@ -46,6 +46,18 @@ func (src storeSource) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, err
 	return src.s.queryable.ChunkQuerier(mint, maxt)
 }
 
+// ChunkQuerierFor reads the blocks of the coarsest resolution not above maxResolution,
+// gaps filled from finer ones, as the Thanos store gateway chooses them. When that takes
+// downsampled blocks, every chunk is handed out whole, as the blocks hold it (the 0xFF
+// chunks cannot be trimmed); otherwise the raw blocks are read as by ChunkQuerier.
+func (src storeSource) ChunkQuerierFor(mint, maxt, maxResolution int64) (storage.ChunkQuerier, error) {
+	blocks := src.s.Blocks().For(mint, maxt, maxResolution)
+	if !anyDownsampled(blocks) {
+		return fixedBlocks(blocks).ChunkQuerier(mint, maxt)
+	}
+	return fixedBlocks(blocks).WholeChunkQuerier(mint, maxt)
+}
+
 // tsdbInfos returns, per external label set, the time ranges its blocks cover, adjacent and
 // overlapping blocks merged into one range (inclusive bounds), sorted by labels then time.
 func tsdbInfos(blocks []*bucketblock.Block) []storeapi.TSDBInfo {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 
+	"github.com/blockflow/blockflow/internal/aggrchunk"
 	"github.com/blockflow/blockflow/schemas/thanos/store/labelpb"
 	"github.com/blockflow/blockflow/schemas/thanos/store/storepb"
 )
@@ -80,43 +81,79 @@ func MatchersFromProto(ms []*storepb.LabelMatcher) ([]*labels.Matcher, error) {
 	return out, nil
 }
 
-// chunkEncAggr is the chunk encoding of Thanos downsampled chunks (five aggregates in one).
-const chunkEncAggr = chunkenc.Encoding(0xff)
+// ChunkToProto converts a TSDB chunk to its wire form, as the Thanos store gateway does,
+// with the time range from the chunk's meta and, for each wire chunk, the xxhash64 of its
+// data that queriers use to drop duplicates. A raw chunk goes in AggrChunk.raw. A
+// downsampled (0xFF) chunk gives the aggregates named in aggrs (RAW names none), each in
+// its field (count, sum, min, max, counter), or [COUNT, SUM], the averages, when aggrs
+// names none; an aggregate the chunk does not hold is an error.
+func ChunkToProto(m chunks.Meta, aggrs []storepb.Aggr) (*storepb.AggrChunk, error) {
+	out := &storepb.AggrChunk{MinTime: m.MinTime, MaxTime: m.MaxTime}
+	if m.Chunk.Encoding() != aggrchunk.Encoding {
+		raw, err := wireChunk(m.Chunk)
+		if err != nil {
+			return nil, err
+		}
+		out.Raw = raw
+		return out, nil
+	}
+	ac := aggrchunk.FromData(m.Chunk.Bytes())
+	named := false
+	for _, a := range aggrs {
+		agg, ok := aggrFromProto(a)
+		if !ok {
+			continue
+		}
+		named = true
+		if err := setAggregate(out, ac, agg); err != nil {
+			return nil, err
+		}
+	}
+	if !named {
+		for _, agg := range []aggrchunk.Aggr{aggrchunk.Count, aggrchunk.Sum} {
+			if err := setAggregate(out, ac, agg); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
 
-// ChunkToProto converts a raw TSDB chunk to its wire form: the chunk in AggrChunk.raw, the
-// time range from the chunk's meta, and the xxhash64 of the data queriers use to drop
-// duplicates.
-func ChunkToProto(m chunks.Meta) (*storepb.AggrChunk, error) {
+// setAggregate puts aggregate a of the downsampled chunk ac into its field of out.
+func setAggregate(out *storepb.AggrChunk, ac *aggrchunk.Chunk, a aggrchunk.Aggr) error {
+	sub, err := ac.Get(a)
+	if err != nil {
+		return fmt.Errorf("downsampled chunk [%d,%d]: %w", out.GetMinTime(), out.GetMaxTime(), err)
+	}
+	c, err := wireChunk(sub)
+	if err != nil {
+		return fmt.Errorf("downsampled chunk [%d,%d], %s aggregate: %w", out.GetMinTime(), out.GetMaxTime(), a, err)
+	}
+	*aggrField(out, a) = c
+	return nil
+}
+
+// wireChunk converts a chunk of a Prometheus encoding.
+func wireChunk(c chunkenc.Chunk) (*storepb.Chunk, error) {
 	var enc storepb.Chunk_Encoding
-	switch e := m.Chunk.Encoding(); e {
+	switch e := c.Encoding(); e {
 	case chunkenc.EncXOR:
 		enc = storepb.Chunk_XOR
 	case chunkenc.EncHistogram:
 		enc = storepb.Chunk_HISTOGRAM
 	case chunkenc.EncFloatHistogram:
 		enc = storepb.Chunk_FLOAT_HISTOGRAM
-	case chunkEncAggr:
-		// Downsampled blocks: the requested aggregates go in count/sum/min/max/counter.
-		return nil, fmt.Errorf("downsampled chunks are not served yet")
 	default:
 		return nil, fmt.Errorf("chunk encoding %s not supported", e)
 	}
-	data := m.Chunk.Bytes()
-	return &storepb.AggrChunk{
-		MinTime: m.MinTime,
-		MaxTime: m.MaxTime,
-		Raw:     &storepb.Chunk{Type: enc, Data: data, Hash: xxhash.Sum64(data)},
-	}, nil
+	data := c.Bytes()
+	return &storepb.Chunk{Type: enc, Data: data, Hash: xxhash.Sum64(data)}, nil
 }
 
-// ChunkFromProto decodes a raw wire chunk into a TSDB chunk.
-func ChunkFromProto(c *storepb.AggrChunk) (chunks.Meta, error) {
-	raw := c.GetRaw()
-	if raw == nil {
-		return chunks.Meta{}, fmt.Errorf("chunk [%d,%d] has no raw data (downsampled chunks are not read yet)", c.GetMinTime(), c.GetMaxTime())
-	}
+// tsdbChunk decodes a wire chunk.
+func tsdbChunk(c *storepb.Chunk) (chunkenc.Chunk, error) {
 	var enc chunkenc.Encoding
-	switch raw.GetType() {
+	switch c.GetType() {
 	case storepb.Chunk_XOR:
 		enc = chunkenc.EncXOR
 	case storepb.Chunk_HISTOGRAM:
@@ -124,11 +161,80 @@ func ChunkFromProto(c *storepb.AggrChunk) (chunks.Meta, error) {
 	case storepb.Chunk_FLOAT_HISTOGRAM:
 		enc = chunkenc.EncFloatHistogram
 	default:
-		return chunks.Meta{}, fmt.Errorf("chunk encoding %d not supported", raw.GetType())
+		return nil, fmt.Errorf("chunk encoding %d not supported", c.GetType())
 	}
-	chk, err := chunkenc.FromData(enc, raw.GetData())
-	if err != nil {
-		return chunks.Meta{}, fmt.Errorf("decode chunk [%d,%d]: %w", c.GetMinTime(), c.GetMaxTime(), err)
+	return chunkenc.FromData(enc, c.GetData())
+}
+
+// ChunkFromProto decodes a wire chunk into a TSDB chunk: the raw chunk when there is one,
+// else a downsampled (0xFF) chunk holding the aggregates the response carries, which
+// aggrchunk.SeriesIterator reads.
+func ChunkFromProto(c *storepb.AggrChunk) (chunks.Meta, error) {
+	if raw := c.GetRaw(); raw != nil {
+		chk, err := tsdbChunk(raw)
+		if err != nil {
+			return chunks.Meta{}, fmt.Errorf("decode chunk [%d,%d]: %w", c.GetMinTime(), c.GetMaxTime(), err)
+		}
+		return chunks.Meta{Chunk: chk, MinTime: c.GetMinTime(), MaxTime: c.GetMaxTime()}, nil
 	}
-	return chunks.Meta{Chunk: chk, MinTime: c.GetMinTime(), MaxTime: c.GetMaxTime()}, nil
+	var subs [aggrchunk.NumAggrs]chunkenc.Chunk
+	present := false
+	for a := range aggrchunk.Aggr(aggrchunk.NumAggrs) {
+		wc := *aggrField(c, a)
+		if wc == nil {
+			continue
+		}
+		chk, err := tsdbChunk(wc)
+		if err != nil {
+			return chunks.Meta{}, fmt.Errorf("decode chunk [%d,%d], %s aggregate: %w", c.GetMinTime(), c.GetMaxTime(), a, err)
+		}
+		subs[a], present = chk, true
+	}
+	if !present {
+		return chunks.Meta{}, fmt.Errorf("chunk [%d,%d] has neither raw data nor aggregates", c.GetMinTime(), c.GetMaxTime())
+	}
+	return chunks.Meta{Chunk: aggrchunk.Encode(subs), MinTime: c.GetMinTime(), MaxTime: c.GetMaxTime()}, nil
+}
+
+// aggrField is the field of c that carries aggregate a.
+func aggrField(c *storepb.AggrChunk, a aggrchunk.Aggr) **storepb.Chunk {
+	switch a {
+	case aggrchunk.Count:
+		return &c.Count
+	case aggrchunk.Sum:
+		return &c.Sum
+	case aggrchunk.Min:
+		return &c.Min
+	case aggrchunk.Max:
+		return &c.Max
+	}
+	return &c.Counter
+}
+
+// wireAggrs are the wire names of the aggregates of a downsampled chunk.
+var wireAggrs = [aggrchunk.NumAggrs]storepb.Aggr{
+	aggrchunk.Count:   storepb.Aggr_COUNT,
+	aggrchunk.Sum:     storepb.Aggr_SUM,
+	aggrchunk.Min:     storepb.Aggr_MIN,
+	aggrchunk.Max:     storepb.Aggr_MAX,
+	aggrchunk.Counter: storepb.Aggr_COUNTER,
+}
+
+// aggrFromProto maps a wire aggregate to the aggregate of a downsampled chunk; RAW is none.
+func aggrFromProto(w storepb.Aggr) (aggrchunk.Aggr, bool) {
+	for a, name := range wireAggrs {
+		if name == w {
+			return aggrchunk.Aggr(a), true
+		}
+	}
+	return 0, false
+}
+
+// aggrsToProto maps the aggregates of a downsampled chunk to their wire names.
+func aggrsToProto(aggrs []aggrchunk.Aggr) []storepb.Aggr {
+	out := make([]storepb.Aggr, 0, len(aggrs))
+	for _, a := range aggrs {
+		out = append(out, wireAggrs[a])
+	}
+	return out
 }

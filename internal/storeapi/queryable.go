@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/blockflow/blockflow/internal/aggrchunk"
 	"github.com/blockflow/blockflow/internal/dedup"
 	"github.com/blockflow/blockflow/schemas/thanos/store/storepb"
 )
@@ -36,6 +37,29 @@ type QueryOptions struct {
 	// PartialResponseStrategy WARN turns a failing endpoint into a warning; ABORT fails
 	// the query.
 	PartialResponseStrategy storepb.PartialResponseStrategy
+	// MaxResolutionWindow is the coarsest downsampled data (ms) the endpoints may answer
+	// with (max_source_resolution); 0 asks for raw data only. Each Select lowers it as
+	// SelectResolution says.
+	MaxResolutionWindow int64
+}
+
+// SelectResolution is the coarsest resolution (ms) one Select may read when the query
+// allows maxResolution, as the Thanos Querier decides it: a function that needs two
+// samples in its range (rate, irate, increase, delta, idelta, deriv, predict_linear,
+// holt_winters, double_exponential_smoothing) gets at most half its range, so that
+// rate(x[5m]) reads raw data, rate(x[1h]) 5m data and rate(x[2h]) 1h data.
+func SelectResolution(maxResolution int64, hints *storage.SelectHints) int64 {
+	if maxResolution <= 0 {
+		return 0
+	}
+	if hints == nil {
+		return maxResolution
+	}
+	switch hints.Func {
+	case "rate", "irate", "increase", "delta", "idelta", "deriv", "predict_linear", "holt_winters", "double_exponential_smoothing":
+		return min(maxResolution, hints.Range/2)
+	}
+	return maxResolution
 }
 
 // QueryableOptions configure a Queryable.
@@ -212,6 +236,11 @@ func (qr *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHint
 		req.QueryHints = queryHints(hints)
 		fn = hints.Func
 	}
+	// As the Thanos Querier: the function around the selector names the aggregates that
+	// downsampled chunks must carry; stores ignore them for raw chunks.
+	aggrs := aggrchunk.AggrsForFunc(fn)
+	req.Aggregates = aggrsToProto(aggrs)
+	req.MaxResolutionWindow = SelectResolution(qr.opts.MaxResolutionWindow, hints)
 
 	results, warns, err := fanOut(ctx, qr, req.GetMinTime(), req.GetMaxTime(), ms, func(ctx context.Context, c *Client, info RemoteInfo) (fetched, error) {
 		return fetchSeries(ctx, c, info, req)
@@ -247,6 +276,7 @@ func (qr *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHint
 			maxt:    req.GetMaxTime(),
 			dedup:   len(qr.opts.ReplicaLabels) > 0,
 			counter: dedup.IsCounterFunc(fn),
+			aggrs:   aggrs,
 		})
 		if req.GetLimit() > 0 && int64(len(series)) >= req.GetLimit() {
 			break

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 
+	"github.com/blockflow/blockflow/internal/aggrchunk"
 	"github.com/blockflow/blockflow/internal/dedup"
 )
 
@@ -18,6 +19,8 @@ type remoteSeries struct {
 	mint, maxt int64
 	dedup      bool // overlapping runs are replicas: merge them with the penalty algorithm
 	counter    bool // ... adjusting for counter resets at replica switches
+	// aggrs are what downsampled chunks yield (aggrchunk.AggrsForFunc of the function).
+	aggrs []aggrchunk.Aggr
 }
 
 func (s *remoteSeries) Labels() labels.Labels { return s.lset }
@@ -26,7 +29,7 @@ func (s *remoteSeries) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 	runs := dedup.SplitOverlapping(s.chunks)
 	its := make([]chunkenc.Iterator, 0, len(runs))
 	for _, run := range runs {
-		its = append(its, &chunksIterator{chunks: run, mint: s.mint, maxt: s.maxt})
+		its = append(its, s.runIterator(run))
 	}
 	switch {
 	case len(its) == 0:
@@ -41,6 +44,55 @@ func (s *remoteSeries) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 		return dedup.NewCounterIterator(its...)
 	}
 	return dedup.NewIterator(its...)
+}
+
+// runIterator reads chunks that do not overlap. With downsampled chunks among them, they
+// yield the aggregates asked for, a counter being read across all of them (raw chunks
+// included) so that its resets are applied, as the Thanos Querier reads them.
+func (s *remoteSeries) runIterator(run []chunks.Meta) chunkenc.Iterator {
+	chks := make([]chunkenc.Chunk, len(run))
+	downsampled := false
+	for i, m := range run {
+		chks[i] = m.Chunk
+		downsampled = downsampled || m.Chunk.Encoding() == aggrchunk.Encoding
+	}
+	if !downsampled {
+		return &chunksIterator{chunks: run, mint: s.mint, maxt: s.maxt}
+	}
+	return &boundedIterator{Iterator: aggrchunk.SeriesIterator(chks, s.aggrs), mint: s.mint, maxt: s.maxt}
+}
+
+// boundedIterator yields the samples of an iterator within [mint, maxt].
+type boundedIterator struct {
+	chunkenc.Iterator
+	mint, maxt    int64
+	started, done bool
+}
+
+func (it *boundedIterator) Next() chunkenc.ValueType {
+	switch {
+	case it.done:
+		return chunkenc.ValNone
+	case !it.started:
+		return it.Seek(it.mint)
+	}
+	return it.bound(it.Iterator.Next())
+}
+
+func (it *boundedIterator) Seek(t millis) chunkenc.ValueType {
+	if it.done {
+		return chunkenc.ValNone
+	}
+	it.started = true
+	return it.bound(it.Iterator.Seek(max(t, it.mint)))
+}
+
+func (it *boundedIterator) bound(vt chunkenc.ValueType) chunkenc.ValueType {
+	if vt != chunkenc.ValNone && it.Iterator.AtT() > it.maxt {
+		it.done = true
+		return chunkenc.ValNone
+	}
+	return vt
 }
 
 // chunksIterator iterates over the samples of non-overlapping chunks sorted by time,

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/blockflow/blockflow/internal/aggrchunk"
 	"github.com/blockflow/blockflow/schemas/thanos/info/infopb"
 	"github.com/blockflow/blockflow/schemas/thanos/store/labelpb"
 	"github.com/blockflow/blockflow/schemas/thanos/store/storepb"
@@ -33,6 +35,17 @@ type Source interface {
 	// sorted when Select is asked to sort, and honouring matchers on external labels
 	// (WithExternalLabels does both).
 	ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error)
+}
+
+// ResolutionSource is a Source that also holds downsampled data, as a Thanos store
+// gateway does. The server reads it for Series requests whose max_resolution_window is
+// above zero, and fills the requested aggregates from its downsampled chunks.
+type ResolutionSource interface {
+	Source
+	// ChunkQuerierFor is ChunkQuerier over data as coarse as maxResolution (ms): per external
+	// label set, the coarsest resolution not above it, with the gaps it leaves filled from
+	// finer resolutions. Downsampled chunks are 0xFF chunks (aggrchunk), handed out whole.
+	ChunkQuerierFor(mint, maxt, maxResolution int64) (storage.ChunkQuerier, error)
 }
 
 // Info describes the data of a StoreAPI endpoint.
@@ -172,7 +185,7 @@ func (s *Server) series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServ
 	if len(ms) == 0 {
 		return status.Error(codes.InvalidArgument, "no matchers")
 	}
-	q, err := s.src.ChunkQuerier(req.GetMinTime(), req.GetMaxTime())
+	q, err := s.seriesQuerier(req)
 	if err != nil {
 		return grpcError(codes.Unavailable, fmt.Errorf("open querier: %w", err))
 	}
@@ -207,6 +220,17 @@ func (s *Server) series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServ
 		}
 	}
 	return nil
+}
+
+// seriesQuerier opens the source for req: downsampled data too when the request allows it
+// and the source has some.
+func (s *Server) seriesQuerier(req *storepb.SeriesRequest) (storage.ChunkQuerier, error) {
+	if w := req.GetMaxResolutionWindow(); w > 0 {
+		if rs, ok := s.src.(ResolutionSource); ok {
+			return rs.ChunkQuerierFor(req.GetMinTime(), req.GetMaxTime(), w)
+		}
+	}
+	return s.src.ChunkQuerier(req.GetMinTime(), req.GetMaxTime())
 }
 
 // writeInOrder streams the series of set, already in order.
@@ -251,8 +275,7 @@ func writeStripped(w *seriesWriter, set storage.ChunkSeriesSet, req *storepb.Ser
 }
 
 // selectHints passes the request's time range and query hints to the source.
-// max_resolution_window and aggregates are not passed: the source serves raw data for
-// now, and a resolution choice will belong next to ChunkQuerier.
+// max_resolution_window chose the querier; aggregates apply when chunks are converted.
 func selectHints(req *storepb.SeriesRequest) *storage.SelectHints {
 	h := &storage.SelectHints{Start: req.GetMinTime(), End: req.GetMaxTime()}
 	if qh := req.GetQueryHints(); qh != nil {
@@ -286,7 +309,7 @@ func seriesChunks(s storage.ChunkSeries, req *storepb.SeriesRequest) ([]*storepb
 		if m.MaxTime < req.GetMinTime() || m.MinTime > req.GetMaxTime() {
 			continue
 		}
-		c, err := ChunkToProto(m)
+		c, err := ChunkToProto(m, req.GetAggregates())
 		if err != nil {
 			return nil, fmt.Errorf("series %s: %w", s.Labels(), err)
 		}
@@ -423,9 +446,34 @@ func dedupChunks(chks []*storepb.AggrChunk) []*storepb.AggrChunk {
 	return out
 }
 
+// sameChunk compares the time ranges and every wire chunk (raw and aggregates) by encoding
+// and hash.
 func sameChunk(a, b *storepb.AggrChunk) bool {
-	return a.GetMinTime() == b.GetMinTime() && a.GetMaxTime() == b.GetMaxTime() &&
-		a.GetRaw().GetType() == b.GetRaw().GetType() && a.GetRaw().GetHash() == b.GetRaw().GetHash()
+	if a.GetMinTime() != b.GetMinTime() || a.GetMaxTime() != b.GetMaxTime() || !sameWireChunk(a.GetRaw(), b.GetRaw()) {
+		return false
+	}
+	for agg := range aggrchunk.Aggr(aggrchunk.NumAggrs) {
+		if !sameWireChunk(*aggrField(a, agg), *aggrField(b, agg)) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameWireChunk(a, b *storepb.Chunk) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.GetType() == b.GetType() && chunkHash(a) == chunkHash(b)
+}
+
+// chunkHash is the chunk's hash, computed when the sender left it out (as the Thanos
+// Querier does).
+func chunkHash(c *storepb.Chunk) uint64 {
+	if h := c.GetHash(); h != 0 {
+		return h
+	}
+	return xxhash.Sum64(c.GetData())
 }
 
 func (ss storeService) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {

@@ -316,3 +316,45 @@ func TestChunkQuerier(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// TestWholeChunkQuerier: WholeChunkQuerier hands out the chunks that overlap the range
+// as the blocks hold them, reaching outside it, where ChunkQuerier trims them to the range.
+func TestWholeChunkQuerier(t *testing.T) {
+	e := newEnv(t)
+	hints := &storage.SelectHints{Start: hour / 2, End: 3*hour + hour/2}
+	for _, tc := range []struct {
+		name    string
+		open    func(mint, maxt int64) (storage.ChunkQuerier, error)
+		trimmed bool
+	}{
+		{"trimmed", e.q.ChunkQuerier, true},
+		{"whole", e.q.WholeChunkQuerier, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := tc.open(0, 4*hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			set := q.Select(context.Background(), true, hints, labels.MustNewMatcher(labels.MatchEqual, "__name__", "counter"), labels.MustNewMatcher(labels.MatchEqual, "cluster", "a"))
+			n := 0
+			for set.Next() {
+				n++
+				mint, maxt := int64(1<<62), int64(-1)
+				it := set.At().Iterator(nil)
+				for it.Next() {
+					mint, maxt = min(mint, it.At().MinTime), max(maxt, it.At().MaxTime)
+				}
+				if it.Err() != nil {
+					t.Fatal(it.Err())
+				}
+				if trimmed := mint >= hints.Start && maxt <= hints.End; trimmed != tc.trimmed {
+					t.Errorf("%s: chunks over [%d,%d], selected [%d,%d]", set.At().Labels(), mint, maxt, hints.Start, hints.End)
+				}
+			}
+			if err := set.Err(); err != nil || n != 4 {
+				t.Fatalf("%d series, %v", n, err)
+			}
+		})
+	}
+}

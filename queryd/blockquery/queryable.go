@@ -55,6 +55,19 @@ func (qa *Queryable[B]) Querier(mint, maxt int64) (storage.Querier, error) {
 // ChunkQuerier implements storage.ChunkQueryable. Chunks of the same series from
 // several blocks are concatenated; overlapping ones are merged sample by sample.
 func (qa *Queryable[B]) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
+	return qa.chunkQuerier(mint, maxt, storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge), false), nil
+}
+
+// WholeChunkQuerier is a storage.ChunkQuerier that hands out chunks as the blocks hold
+// them, for downsampled (0xFF) chunks, which can be neither re-encoded nor merged sample
+// by sample: chunks reaching outside the range selected are not trimmed, and the chunks
+// of the same series from several blocks are concatenated, overlapping or not, in no
+// particular order.
+func (qa *Queryable[B]) WholeChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
+	return qa.chunkQuerier(mint, maxt, storage.NewConcatenatingChunkSeriesMerger(), true), nil
+}
+
+func (qa *Queryable[B]) chunkQuerier(mint, maxt int64, merge storage.VerticalChunkSeriesMergeFunc, whole bool) storage.ChunkQuerier {
 	q := &querier[storage.ChunkQuerier]{mint: mint, maxt: maxt, concurrency: qa.concurrency}
 	var qs []storage.ChunkQuerier
 	for _, b := range qa.blocks(mint, maxt) {
@@ -62,8 +75,8 @@ func (qa *Queryable[B]) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, er
 		q.blocks = append(q.blocks, bq)
 		qs = append(qs, chunkQuerier{bq})
 	}
-	q.merged = storage.NewMergeChunkQuerier(qs, nil, storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge))
-	return chunkMerged{q}, nil
+	q.merged = storage.NewMergeChunkQuerier(qs, nil, merge)
+	return chunkMerged{querier: q, whole: whole}
 }
 
 // querier is the blocks of one query and their merge (Q: storage.Querier or
@@ -130,12 +143,23 @@ func (q sampleMerged) Select(ctx context.Context, sortSeries bool, hints *storag
 	return q.merged.Select(ctx, sortSeries, hints, ms...)
 }
 
-type chunkMerged struct{ *querier[storage.ChunkQuerier] }
+type chunkMerged struct {
+	*querier[storage.ChunkQuerier]
+	whole bool // chunks are never trimmed
+}
 
 func (q chunkMerged) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.ChunkSeriesSet {
 	start, end := q.selectRange(hints)
 	if err := q.prepare(ctx, start, end, ms); err != nil {
 		return storage.ErrChunkSeriesSet(err)
+	}
+	if q.whole {
+		h := storage.SelectHints{Start: start, End: end}
+		if hints != nil {
+			h = *hints
+		}
+		h.DisableTrimming = true
+		hints = &h
 	}
 	return q.merged.Select(ctx, sortSeries, hints, ms...)
 }

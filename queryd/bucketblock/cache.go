@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/blockflow/blockflow/internal/aggrchunk"
 	"github.com/blockflow/blockflow/internal/block"
 	"github.com/blockflow/blockflow/internal/logging"
 	"github.com/blockflow/blockflow/internal/objstore"
@@ -53,7 +54,7 @@ type Cache struct {
 	maxBytes  int64
 	readAhead int64
 	windows   int
-	pool      chunkenc.Pool
+	pool      chunkenc.Pool // Prometheus' encodings and downsampled (0xFF) chunks
 	log       zerolog.Logger
 	m         *metrics
 
@@ -101,7 +102,7 @@ func NewCache(bkt objstore.Bucket, opts CacheOptions) (*Cache, error) {
 		maxBytes:  opts.MaxBytes,
 		readAhead: opts.ReadAhead,
 		windows:   opts.Windows,
-		pool:      chunkenc.NewPool(),
+		pool:      aggrchunk.NewPool(),
 		log:       opts.Logger,
 		m:         newMetrics(opts.Registerer),
 		ctx:       ctx,

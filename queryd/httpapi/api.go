@@ -38,13 +38,25 @@ type BuildInfo struct {
 	GoVersion string `json:"goVersion"`
 }
 
+// ReadOptions are what a request says about the data it reads, beyond its form.
+type ReadOptions struct {
+	// MaxSourceResolution is the coarsest downsampled data the request may read (Thanos'
+	// max_source_resolution); 0 means raw data only.
+	MaxSourceResolution time.Duration
+}
+
 // Options configure an API.
 type Options struct {
 	Queryable storage.Queryable
 	// QueryableFor, when set, picks the Queryable of one request from its parsed form (as
-	// the Thanos Querier reads dedup and partial_response); its error is a bad_data answer.
-	QueryableFor func(r *http.Request) (storage.Queryable, error)
+	// the Thanos Querier reads dedup and partial_response) and its read options; its error
+	// is a bad_data answer.
+	QueryableFor func(r *http.Request, o ReadOptions) (storage.Queryable, error)
 	Engine       *promql.Engine
+	// LookbackDelta is the engine's lookback delta (default 5m). A query reading data coarser
+	// than it gets a lookback delta of at least an hour, as in Thanos, so that an instant
+	// selector still finds a 1h sample.
+	LookbackDelta time.Duration
 	// Parser parses match[] selectors (default: PromQL's default parser).
 	Parser parser.Parser
 	// Ready gates the data endpoints: until it is true they answer 503 "unavailable".
@@ -57,27 +69,29 @@ type Options struct {
 
 // API is the Prometheus-compatible HTTP API.
 type API struct {
-	queryable    storage.Queryable
-	queryableFor func(r *http.Request) (storage.Queryable, error)
-	engine       *promql.Engine
-	parser       parser.Parser
-	ready        func() bool
-	buildInfo    BuildInfo
-	now          func() time.Time
-	log          zerolog.Logger
+	queryable     storage.Queryable
+	queryableFor  func(r *http.Request, o ReadOptions) (storage.Queryable, error)
+	engine        *promql.Engine
+	lookbackDelta time.Duration
+	parser        parser.Parser
+	ready         func() bool
+	buildInfo     BuildInfo
+	now           func() time.Time
+	log           zerolog.Logger
 }
 
 // New returns the API.
 func New(opts Options) *API {
 	a := &API{
-		queryable:    opts.Queryable,
-		queryableFor: opts.QueryableFor,
-		engine:       opts.Engine,
-		parser:       opts.Parser,
-		ready:        opts.Ready,
-		buildInfo:    opts.BuildInfo,
-		now:          opts.Now,
-		log:          opts.Logger,
+		queryable:     opts.Queryable,
+		queryableFor:  opts.QueryableFor,
+		engine:        opts.Engine,
+		lookbackDelta: opts.LookbackDelta,
+		parser:        opts.Parser,
+		ready:         opts.Ready,
+		buildInfo:     opts.BuildInfo,
+		now:           opts.Now,
+		log:           opts.Logger,
 	}
 	if a.parser == nil {
 		a.parser = parser.NewParser(parser.Options{})
@@ -87,6 +101,9 @@ func New(opts Options) *API {
 	}
 	if a.now == nil {
 		a.now = time.Now
+	}
+	if a.lookbackDelta <= 0 {
+		a.lookbackDelta = defaultLookbackDelta
 	}
 	if a.buildInfo.GoVersion == "" {
 		a.buildInfo.GoVersion = runtime.Version()
@@ -153,11 +170,11 @@ func (a *API) handler(f apiFunc, gated bool) http.Handler {
 }
 
 // queryableOf returns the Queryable that answers r.
-func (a *API) queryableOf(r *http.Request) (storage.Queryable, *apiError) {
+func (a *API) queryableOf(r *http.Request, o ReadOptions) (storage.Queryable, *apiError) {
 	if a.queryableFor == nil {
 		return a.queryable, nil
 	}
-	q, err := a.queryableFor(r)
+	q, err := a.queryableFor(r, o)
 	if err != nil {
 		return nil, &apiError{errorBadData, err}
 	}
@@ -250,15 +267,22 @@ func queryTimeout(r *http.Request) (time.Duration, *apiError) {
 	return d, nil
 }
 
-// queryOpts reads the optional "lookback_delta" parameter.
-func queryOpts(r *http.Request) (promql.QueryOpts, *apiError) {
-	var lookback time.Duration
+// queryOpts reads the optional "lookback_delta" parameter; without it, a query reading
+// data coarser than the default lookback delta (and 5m) looks back at least an hour, as
+// Thanos' dynamic lookback delta does.
+func (a *API) queryOpts(r *http.Request, o ReadOptions) (promql.QueryOpts, *apiError) {
+	var lookback time.Duration // the engine's
+	if o.MaxSourceResolution > max(a.lookbackDelta, defaultLookbackDelta) {
+		lookback = max(a.lookbackDelta, coarseLookbackDelta)
+	}
 	if v := r.FormValue("lookback_delta"); v != "" {
 		d, err := parseDuration(v)
 		if err != nil {
 			return nil, &apiError{errorBadData, fmt.Errorf("error parsing lookback delta duration: %w", err)}
 		}
-		lookback = d
+		if d > 0 {
+			lookback = d
+		}
 	}
 	return promql.NewPrometheusQueryOpts(false, lookback, nil), nil
 }
@@ -282,11 +306,16 @@ func (a *API) query(r *http.Request) result {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	opts, aerr := queryOpts(r)
+	// As in Thanos, "auto" means raw data for instant queries.
+	ro, aerr := readOptions(r, 0)
 	if aerr != nil {
 		return result{err: aerr}
 	}
-	queryable, aerr := a.queryableOf(r)
+	opts, aerr := a.queryOpts(r, ro)
+	if aerr != nil {
+		return result{err: aerr}
+	}
+	queryable, aerr := a.queryableOf(r, ro)
 	if aerr != nil {
 		return result{err: aerr}
 	}
@@ -333,11 +362,15 @@ func (a *API) queryRange(r *http.Request) result {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	opts, aerr := queryOpts(r)
+	ro, aerr := readOptions(r, step/autoResolutionDivisor)
 	if aerr != nil {
 		return result{err: aerr}
 	}
-	queryable, aerr := a.queryableOf(r)
+	opts, aerr := a.queryOpts(r, ro)
+	if aerr != nil {
+		return result{err: aerr}
+	}
+	queryable, aerr := a.queryableOf(r, ro)
 	if aerr != nil {
 		return result{err: aerr}
 	}
@@ -403,7 +436,7 @@ func (a *API) series(r *http.Request) result {
 	if err != nil {
 		return result{err: invalidParam(err, "match[]")}
 	}
-	queryable, aerr := a.queryableOf(r)
+	queryable, aerr := a.queryableOf(r, ReadOptions{})
 	if aerr != nil {
 		return result{err: aerr}
 	}
@@ -466,7 +499,7 @@ func (a *API) labelArgs(r *http.Request) (limit int, q storage.Querier, sets [][
 	if err != nil {
 		return 0, nil, nil, &apiError{errorBadData, err}
 	}
-	queryable, aerr := a.queryableOf(r)
+	queryable, aerr := a.queryableOf(r, ReadOptions{})
 	if aerr != nil {
 		return 0, nil, nil, aerr
 	}

@@ -405,3 +405,88 @@ func TestAppendString(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxSourceResolution: query and query_range read max_source_resolution as the Thanos
+// Querier does (auto is a fifth of the step of a range query and raw data for an instant
+// query; absent is raw data), other endpoints read raw data, and a bad value is bad_data.
+func TestMaxSourceResolution(t *testing.T) {
+	db := openDB(t)
+	var got *ReadOptions
+	api := New(Options{
+		QueryableFor: func(_ *http.Request, o ReadOptions) (storage.Queryable, error) {
+			got = &o
+			return db, nil
+		},
+		Engine: newEngine(50_000_000),
+		Logger: zerolog.Nop(),
+	})
+	mux := http.NewServeMux()
+	api.Register(mux, func(_ string, h http.Handler) http.Handler { return h })
+	rangeQuery := func(kv ...string) url.Values {
+		return params(append([]string{"query", "counter", "start", "0", "end", "7200", "step", "3600"}, kv...)...)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		path   string
+		params url.Values
+		want   time.Duration
+		code   int
+	}{
+		{"range absent", "/api/v1/query_range", rangeQuery(), 0, 200},
+		{"range auto", "/api/v1/query_range", rangeQuery("max_source_resolution", "auto"), 12 * time.Minute, 200},
+		{"range 5m", "/api/v1/query_range", rangeQuery("max_source_resolution", "5m"), 5 * time.Minute, 200},
+		{"range 1h", "/api/v1/query_range", rangeQuery("max_source_resolution", "1h"), time.Hour, 200},
+		{"range seconds", "/api/v1/query_range", rangeQuery("max_source_resolution", "300"), 5 * time.Minute, 200},
+		{"range 0s", "/api/v1/query_range", rangeQuery("max_source_resolution", "0s"), 0, 200},
+		{"range bad", "/api/v1/query_range", rangeQuery("max_source_resolution", "coarse"), 0, 400},
+		{"range negative", "/api/v1/query_range", rangeQuery("max_source_resolution", "-5m"), 0, 400},
+		{"instant auto", "/api/v1/query", params("query", "counter", "time", "60", "max_source_resolution", "auto"), 0, 200},
+		{"instant 1h", "/api/v1/query", params("query", "counter", "time", "60", "max_source_resolution", "1h"), time.Hour, 200},
+		{"instant bad", "/api/v1/query", params("query", "counter", "time", "60", "max_source_resolution", "1x"), 0, 400},
+		{"series", "/api/v1/series", params("match[]", "counter", "max_source_resolution", "1h"), 0, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got = nil
+			code, body := call(t, mux, http.MethodGet, tc.path, tc.params)
+			if code != tc.code {
+				t.Fatalf("HTTP %d, want %d: %s", code, tc.code, body)
+			}
+			if code != 200 {
+				if !strings.Contains(body, `"errorType":"bad_data"`) || !strings.Contains(body, "max_source_resolution") {
+					t.Errorf("body %s", body)
+				}
+				return
+			}
+			if got == nil || got.MaxSourceResolution != tc.want {
+				t.Errorf("read options %+v, want max source resolution %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDynamicLookbackDelta: a query that may read data coarser than 5m looks back an hour
+// (1h samples are an hour apart), unless the request sets lookback_delta.
+func TestDynamicLookbackDelta(t *testing.T) {
+	h := newHandler(t, openDB(t), newEngine(50_000_000), nil)
+	// The block's last samples are at 2h - 15s; 30 minutes later.
+	at := fmt.Sprint(2*hour/1000 + 1800)
+	for _, tc := range []struct {
+		kv    []string
+		found bool
+	}{
+		{nil, false},
+		{[]string{"max_source_resolution", "5m"}, false},
+		{[]string{"max_source_resolution", "1h"}, true},
+		{[]string{"max_source_resolution", "1h", "lookback_delta", "1m"}, false},
+		{[]string{"max_source_resolution", "0", "lookback_delta", "40m"}, true},
+	} {
+		code, body := call(t, h, http.MethodGet, "/api/v1/query", params(append([]string{"query", `counter{i="3"}`, "time", at}, tc.kv...)...))
+		if code != 200 {
+			t.Fatalf("%v: HTTP %d: %s", tc.kv, code, body)
+		}
+		if found := strings.Contains(body, `"i":"3"`); found != tc.found {
+			t.Errorf("%v: found %v, want %v: %s", tc.kv, found, tc.found, body)
+		}
+	}
+}

@@ -113,3 +113,34 @@ next:
 	}
 	return sets, nil
 }
+
+// Downsampled data, as the Thanos Querier reads it.
+const (
+	// autoResolutionDivisor: max_source_resolution=auto reads data as coarse as a fifth of
+	// the step of a range query.
+	autoResolutionDivisor = 5
+	defaultLookbackDelta  = 5 * time.Minute
+	// coarseLookbackDelta is the lookback delta of queries that read 1h data.
+	coarseLookbackDelta = time.Hour
+)
+
+// readOptions reads "max_source_resolution": "auto" for auto (a fifth of the step of a
+// range query), a duration ("5m", "1h") or seconds; absent means 0, raw data only.
+func readOptions(r *http.Request, auto time.Duration) (ReadOptions, *apiError) {
+	const name = "max_source_resolution"
+	v := r.FormValue(name)
+	switch v {
+	case "":
+		return ReadOptions{}, nil
+	case "auto":
+		return ReadOptions{MaxSourceResolution: auto}, nil
+	}
+	d, err := parseDuration(v)
+	if err != nil {
+		return ReadOptions{}, invalidParam(err, name)
+	}
+	if d < 0 {
+		return ReadOptions{}, invalidParam(fmt.Errorf("negative %s is not accepted. Try a positive integer", name), name)
+	}
+	return ReadOptions{MaxSourceResolution: d}, nil
+}
