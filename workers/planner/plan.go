@@ -118,8 +118,9 @@ type Result struct {
 //     gap-free run of 2 or more blocks is a job. The first range with a job wins, so
 //     every job of a group is of one level.
 //
-// Only raw blocks are planned: 5m and 1h blocks hold Thanos AggrChunks, which the
-// Prometheus compactor cannot read.
+// Downsampled blocks (5m, 1h) are compacted by level too, but never vertically: as in
+// Thanos, overlapping downsampled blocks are left out (their aggregates cannot be merged
+// sample by sample).
 func Plan(blocks []schemas.BlockRecord, now time.Time, cfg Config) (Result, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -130,7 +131,7 @@ func Plan(blocks []schemas.BlockRecord, now time.Time, cfg Config) (Result, erro
 		candidates []schemas.BlockRecord
 	)
 	for _, b := range blocks {
-		if b.State != schemas.StateLive || b.Resolution != schemas.ResRaw || len(b.Labels) == 0 {
+		if b.State != schemas.StateLive || len(b.Labels) == 0 {
 			continue
 		}
 		if ready := readyAt(b, cfg.ConsistencyDelay); now.Before(ready) {
@@ -162,7 +163,7 @@ func Plan(blocks []schemas.BlockRecord, now time.Time, cfg Config) (Result, erro
 	for _, key := range keys {
 		g := groups[key]
 		slices.SortFunc(g, byMinTime)
-		runs, vertical := planGroup(g, cfg.Ranges)
+		runs, vertical := planGroup(g, cfg.Ranges, g[0].Resolution != schemas.ResRaw)
 		for _, run := range runs {
 			res.Jobs = append(res.Jobs, newJob(key, groupLabels[key], run, vertical, cfg))
 		}
@@ -275,9 +276,14 @@ func sources(b schemas.BlockRecord) []ulid.ULID {
 	return b.Sources
 }
 
+// noCompactDownsampled is how a plan treats overlapping downsampled blocks (the reason
+// Thanos writes in their no-compact marks).
+const noCompactDownsampled = "downsample-vertical-compaction"
+
 // planGroup plans one group's blocks, sorted by MinTime. It returns the runs of blocks to
-// compact, and whether they are vertical compactions (overlapping blocks).
-func planGroup(blocks []schemas.BlockRecord, ranges []int64) ([][]schemas.BlockRecord, bool) {
+// compact, and whether they are vertical compactions (overlapping blocks). Overlapping
+// downsampled blocks are treated as marked no-compact.
+func planGroup(blocks []schemas.BlockRecord, ranges []int64, downsampled bool) ([][]schemas.BlockRecord, bool) {
 	var compactable []schemas.BlockRecord
 	for _, b := range blocks {
 		if b.NoCompact == "" {
@@ -285,7 +291,21 @@ func planGroup(blocks []schemas.BlockRecord, ranges []int64) ([][]schemas.BlockR
 		}
 	}
 	if runs := overlappingRuns(compactable); len(runs) > 0 {
-		return runs, true
+		if !downsampled {
+			return runs, true
+		}
+		overlapping := map[ulid.ULID]bool{}
+		for _, run := range runs {
+			for _, b := range run {
+				overlapping[b.ULID] = true
+			}
+		}
+		blocks = slices.Clone(blocks)
+		for i := range blocks {
+			if overlapping[blocks[i].ULID] {
+				blocks[i].NoCompact = noCompactDownsampled
+			}
+		}
 	}
 	if len(blocks) == 0 {
 		return nil, false

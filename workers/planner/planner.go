@@ -68,8 +68,6 @@ type Options struct {
 	Resync     time.Duration
 	Logger     zerolog.Logger
 	Registerer prometheus.Registerer
-	// Now is the clock (default time.Now).
-	Now func() time.Time
 }
 
 // Run plans compactions until ctx ends. It follows the catalogue all the time, so a
@@ -86,9 +84,6 @@ func Run(ctx context.Context, o Options) error {
 	o.Config = cfg
 	if o.Resync <= 0 {
 		o.Resync = DefaultResync
-	}
-	if o.Now == nil {
-		o.Now = time.Now
 	}
 	p := &planner{
 		o:       o,
@@ -173,11 +168,11 @@ func (p *planner) lead(ctx context.Context) error {
 	)
 	defer resync.Stop()
 	for {
-		if queued == nil || p.o.Now().Sub(readAt) >= p.o.Resync {
+		if queued == nil || time.Since(readAt) >= p.o.Resync {
 			q, err := p.readQueue(ctx)
 			switch {
 			case err == nil:
-				queued, readAt = q, p.o.Now()
+				queued, readAt = q, time.Now()
 			case queued == nil:
 				// Never plan without knowing the queue: a job of the last leader may hold
 				// blocks.
@@ -205,7 +200,7 @@ func (p *planner) lead(ctx context.Context) error {
 func (p *planner) wait(ctx context.Context, wake time.Time, resync <-chan time.Time) bool {
 	var wakeC <-chan time.Time
 	if !wake.IsZero() {
-		t := time.NewTimer(wake.Sub(p.o.Now()))
+		t := time.NewTimer(time.Until(wake))
 		defer t.Stop()
 		wakeC = t.C
 	}
@@ -253,7 +248,7 @@ func (p *planner) planOnce(ctx context.Context, queued map[string]schemas.Compac
 		}
 	}
 
-	res, err := Plan(blocks, p.o.Now(), p.o.Config)
+	res, err := Plan(blocks, time.Now(), p.o.Config)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -272,7 +267,7 @@ func (p *planner) planOnce(ctx context.Context, queued map[string]schemas.Compac
 				return time.Time{}, nil
 			}
 			p.log.Warn().Err(err).Str("job", job.ID).Msg("publishing a compaction job failed; will retry")
-			retry := p.o.Now().Add(publishRetry)
+			retry := time.Now().Add(publishRetry)
 			if wake.IsZero() || retry.Before(wake) {
 				wake = retry
 			}
