@@ -6,13 +6,14 @@ import (
 	"strconv"
 
 	"github.com/oklog/ulid/v2"
-	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/blockflow/blockflow/schemas"
 )
 
-// queryable returns the records that queries read, in no particular order. Within a
-// compaction group (external labels and resolution):
+// queryable returns the records that queries read, in no particular order. Within one
+// resolution (not one label set: source ULIDs are unique, and a compaction that
+// deduplicates HA replicas writes an output whose labels lack the replica label, which
+// must still hide its inputs):
 //   - live blocks pass the Thanos dedup filter: by number of sources (most first), then
 //     ULID, a block whose sources are all among the sources of a block kept before is
 //     hidden (it was compacted into that one);
@@ -26,7 +27,7 @@ func queryable(recs []schemas.BlockRecord) []schemas.BlockRecord {
 		if r.State == schemas.StateDeleted {
 			continue
 		}
-		k := groupKey(r)
+		k := strconv.FormatInt(r.Resolution, 10)
 		if _, ok := groups[k]; !ok {
 			keys = append(keys, k)
 		}
@@ -47,10 +48,6 @@ func queryable(recs []schemas.BlockRecord) []schemas.BlockRecord {
 		out = append(out, c.keepUncovered(marked)...)
 	}
 	return out
-}
-
-func groupKey(r schemas.BlockRecord) string {
-	return labels.FromMap(r.Labels).String() + "@" + strconv.FormatInt(r.Resolution, 10)
 }
 
 // sources are the level-1 blocks a block was made of; a level-1 block is its own source.
