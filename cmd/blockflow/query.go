@@ -178,10 +178,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var of objstoreFlags
 	var qf queryFlags
 	var labels stringsFlag
+	var sf stageFlags
 	lf.register(fs)
 	of.register(fs)
 	qf.register(fs)
-	demo := fs.Bool("demo", false, "write 48h of synthetic history (and keep it growing) into <data-dir>/demo-tsdb and ship it")
+	sf.registerPlan(fs)
+	sf.registerRetention(fs)
+	demo := fs.Bool("demo", false, "write synthetic history (and keep it growing) into <data-dir>/demo-tsdb and ship it")
 	demoSpan := fs.Duration("demo.span", synth.DefaultDemoSpan, "how much history --demo writes")
 	tsdbPath := fs.String("tsdb.path", "", "Prometheus TSDB directory to ship (default with --demo: <data-dir>/demo-tsdb)")
 	dataDir := fs.String("data-dir", "./data", "where NATS, the filesystem bucket and caches live")
@@ -194,6 +197,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *tsdbPath == "" && !*demo {
 		return usagef("--tsdb.path or --demo is required")
+	}
+	if err := sf.checkRetention(); err != nil {
+		return err
 	}
 	lbls, err := ship.ParseLabels(labels)
 	if err != nil {
@@ -268,9 +274,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	loops := []func(context.Context) error{
 		sc.Run,
 		q.Run,
-		func(ctx context.Context) error {
-			return runUpload(ctx, b, bkt, filepath.Join(*dataDir, "upload"), 2, bus.DefaultAckWait, reg, log.With().Str("component", "upload").Logger())
-		},
 		func(ctx context.Context) error { return devBanner(ctx, q, srv, nsrv.ClientURL(), *grpcAddr, stdout) },
 	}
 	if *demo {
@@ -278,6 +281,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if grpcLoop != nil {
 		loops = append(loops, grpcLoop)
+	}
+	// Every worker stage, each with one slot, against the same bus and bucket.
+	sf.slots, sf.ackWait = 1, bus.DefaultAckWait
+	for _, stage := range stages {
+		loop, err := sf.stageLoop(stage, stageDeps{bus: b, bucket: bkt, dataDir: filepath.Join(*dataDir, "work"), reg: reg,
+			log: log.With().Str("component", stage).Logger()})
+		if err != nil {
+			return err
+		}
+		loops = append(loops, loop)
 	}
 	return serve(ctx, srv, loops...)
 }

@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blockflow/blockflow/internal/block"
@@ -23,8 +20,6 @@ import (
 	"github.com/blockflow/blockflow/producers/backfill"
 	"github.com/blockflow/blockflow/producers/ship"
 	"github.com/blockflow/blockflow/producers/sidecar"
-	"github.com/blockflow/blockflow/schemas"
-	"github.com/blockflow/blockflow/workers/upload"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -69,26 +64,6 @@ func busReady(b *bus.Bus) func() error {
 		defer cancel()
 		return b.Ping(ctx)
 	}
-}
-
-// runUpload wires an upload worker to the bus and the bucket.
-func runUpload(ctx context.Context, b *bus.Bus, bkt objstore.Bucket, dataDir string, slots int, ackWait time.Duration, reg prometheus.Registerer, log zerolog.Logger) error {
-	w := &upload.Worker{
-		Bucket:    bkt,
-		Staging:   b.Staging(),
-		Catalogue: b.Catalogue(),
-		Publisher: b,
-		DataDir:   dataDir,
-		Logger:    log,
-		Metrics:   upload.NewMetrics(reg),
-	}
-	return bus.Run(ctx, b, bus.ConsumerSpec{
-		Stream:         bus.StreamEvents,
-		Durable:        "upload",
-		FilterSubjects: []string{b.EventFilter(schemas.EventReady)},
-		Slots:          slots,
-		AckWait:        ackWait,
-	}, w.Handle)
 }
 
 func runSidecar(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -205,55 +180,6 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	})
 	fmt.Fprintf(stdout, "%d blocks found, %d shipped\n", res.Total, res.Shipped)
 	return err
-}
-
-func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return usagef("which stage? blockflow worker upload")
-	}
-	stageName, args := args[0], args[1:]
-	if stageName != "upload" {
-		return usagef("unknown stage %q (known: upload)", stageName)
-	}
-	fs := newFlagSet("worker "+stageName, stderr)
-	var lf logFlags
-	var nf natsFlags
-	var of objstoreFlags
-	lf.register(fs)
-	nf.register(fs)
-	of.register(fs)
-	dataDir := fs.String("data-dir", "./data/worker", "local scratch space for blocks in flight")
-	httpAddr := fs.String("http-address", "0.0.0.0:10902", "listen address for /metrics and probes")
-	slots := fs.Int("concurrency", 2, "events handled at once by this process")
-	ackWait := fs.Duration("ack-wait", bus.DefaultAckWait, "lease on an event: a killed worker's event goes to another worker after this (heartbeats keep long work alive)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg, err := nf.config("blockflow-worker-" + stageName)
-	if err != nil {
-		return err
-	}
-	log, err := lf.logger(stderr, "worker-"+stageName)
-	if err != nil {
-		return err
-	}
-	reg := ops.NewRegistry()
-	bkt, err := of.bucket(ctx, log)
-	if err != nil {
-		return err
-	}
-	bkt = objstore.Instrument(bkt, reg)
-	defer bkt.Close()
-	cfg.Registerer = reg
-	b, err := bus.Connect(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	srv := &ops.Server{Addr: *httpAddr, Registry: reg, Ready: busReady(b), Log: log}
-	return serve(ctx, srv, func(ctx context.Context) error {
-		return runUpload(ctx, b, bkt, filepath.Clean(*dataDir), *slots, *ackWait, reg, log)
-	})
 }
 
 func runBucket(ctx context.Context, args []string, stdout, stderr io.Writer) error {

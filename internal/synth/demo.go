@@ -12,7 +12,7 @@ import (
 )
 
 // DefaultDemoSpan is how much history `blockflow dev --demo` writes.
-const DefaultDemoSpan = 48 * time.Hour
+const DefaultDemoSpan = 16 * 24 * time.Hour
 
 // demoInstances is how many instances of the test API the demo history has.
 const demoInstances = 3

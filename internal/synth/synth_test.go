@@ -189,7 +189,7 @@ func TestOpenMetricsPromtool(t *testing.T) {
 func TestWriteDemoBlocks(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Date(2026, 3, 4, 17, 42, 0, 0, time.UTC)
-	metas, err := WriteDemoBlocks(context.Background(), dir, now, 0)
+	metas, err := WriteDemoBlocks(context.Background(), dir, now, 48*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestWriteDemoBlocks(t *testing.T) {
 	}
 
 	// A later call adds only the new range and keeps the existing blocks.
-	again, err := WriteDemoBlocks(context.Background(), dir, now.Add(2*time.Hour), 0)
+	again, err := WriteDemoBlocks(context.Background(), dir, now.Add(2*time.Hour), 48*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/blockflow/blockflow/internal/logging"
 	"github.com/blockflow/blockflow/schemas"
+	"github.com/blockflow/blockflow/workers/downsample"
 )
 
 // Catalogue delivers every block record, then synced, then each change, until ctx ends.
@@ -282,7 +283,42 @@ func (p *planner) planOnce(ctx context.Context, queued map[string]schemas.Compac
 			Time("min_time", time.UnixMilli(job.MinTime()).UTC()).Time("max_time", time.UnixMilli(job.MaxTime()).UTC()).
 			Str("deduplication", job.Deduplication).Msg("compaction planned")
 	}
+	p.planDownsampling(ctx, blocks)
 	return wake, nil
+}
+
+// planDownsampling publishes a job for each block that qualifies for downsampling (raw
+// spanning 40h or more, 5m spanning 10 days or more) and is not covered yet. It runs as
+// soon as such a block is catalogued, not after every compaction as in Thanos. A job
+// still queued is not published again; a failure to publish is retried at the next plan.
+func (p *planner) planDownsampling(ctx context.Context, blocks []schemas.BlockRecord) {
+	jobs := downsample.Plan(blocks)
+	if len(jobs) == 0 {
+		return
+	}
+	data, err := p.o.Queue.QueuedJobs(ctx, schemas.JobDownsample)
+	if err != nil {
+		p.log.Warn().Err(err).Msg("reading the downsampling queue failed; will retry")
+		return
+	}
+	queued := make(map[string]bool, len(data))
+	for _, d := range data {
+		if job, err := schemas.Decode[schemas.DownsampleJob](d); err == nil {
+			queued[job.ID] = true
+		}
+	}
+	for _, job := range jobs {
+		if queued[job.ID] {
+			continue
+		}
+		if err := p.o.Queue.PublishJob(ctx, schemas.JobDownsample, job.Group, job.ID, job); err != nil {
+			p.log.Warn().Err(err).Str("job", job.ID).Msg("publishing a downsampling job failed; will retry")
+			continue
+		}
+		p.m.published.Inc()
+		p.log.Info().Str("job", job.ID).Str("group", job.Group).Str("block", job.Input.ULID.String()).
+			Int64("resolution", job.Resolution).Msg("downsampling planned")
+	}
 }
 
 func holdsAny(busy map[ulid.ULID]bool, refs []schemas.BlockRef) bool {
