@@ -144,14 +144,14 @@ func New(opts Options) (*Server, error) {
 	if err := s.dialEndpoints(opts.Endpoints); err != nil {
 		return nil, err
 	}
-	storeOpts := []storeapi.ServerOption{storeapi.WithLogger(log.With().Str(logging.FieldComponent, "storeapi").Logger())}
+	storeOpts := []storeapi.ServerOption{storeapi.WithLogger(opts.Logger.With().Str(logging.FieldComponent, "storeapi").Logger())}
 	if opts.Registerer != nil {
 		storeOpts = append(storeOpts, storeapi.WithRegisterer(opts.Registerer))
 	}
 	s.store = storeapi.NewServer(storeSource{s}, storeOpts...)
 
 	engine := promql.NewEngine(promql.EngineOpts{
-		Logger:        slog.New(zerolog.NewSlogHandler(log.With().Str(logging.FieldComponent, "promql").Logger())),
+		Logger:        slog.New(zerolog.NewSlogHandler(opts.Logger.With().Str(logging.FieldComponent, "promql").Logger())),
 		Reg:           opts.Registerer,
 		MaxSamples:    opts.MaxSamples,
 		Timeout:       opts.QueryTimeout,

@@ -66,7 +66,7 @@ func (l *logFlags) logger(stderr io.Writer, component string) (zerolog.Logger, e
 	if err != nil {
 		return log, usagef("--log.level: %v", err)
 	}
-	return log.With().Str(logging.FieldComponent, component).Logger(), nil
+	return log.With().Str(logging.FieldRole, component).Logger(), nil
 }
 
 // natsFlags says how to reach NATS.

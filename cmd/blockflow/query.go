@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/blockflow/blockflow/internal/bus"
+	"github.com/blockflow/blockflow/internal/logging"
 	"github.com/blockflow/blockflow/internal/objstore"
 	"github.com/blockflow/blockflow/internal/ops"
 	"github.com/blockflow/blockflow/internal/storeapi"
@@ -198,8 +199,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *tsdbPath == "" && !*demo {
 		return usagef("--tsdb.path or --demo is required")
 	}
-	if err := sf.checkRetention(); err != nil {
-		return err
+	for _, stage := range []string{"plan", "retention"} {
+		if err := sf.validate(stage); err != nil {
+			return err
+		}
 	}
 	lbls, err := ship.ParseLabels(labels)
 	if err != nil {
@@ -256,7 +259,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	sc, err := sidecar.New(sidecar.Options{
 		TSDBPath: *tsdbPath, DataDir: filepath.Join(*dataDir, "sidecar"), Labels: lbls,
-		Staging: b.Staging(), Publisher: b, Logger: log.With().Str("component", "sidecar").Logger(), Registerer: reg,
+		Staging: b.Staging(), Publisher: b, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return usageError{err.Error()}
@@ -286,7 +289,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	sf.slots, sf.ackWait = 1, bus.DefaultAckWait
 	for _, stage := range stages {
 		loop, err := sf.stageLoop(stage, stageDeps{bus: b, bucket: bkt, dataDir: filepath.Join(*dataDir, "work"), reg: reg,
-			log: log.With().Str("component", stage).Logger()})
+			log: log.With().Str(logging.FieldStage, stage).Logger()})
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blockflow/blockflow/internal/bus"
+	"github.com/blockflow/blockflow/internal/logging"
 	"github.com/blockflow/blockflow/internal/objstore"
 	"github.com/blockflow/blockflow/internal/ops"
 	"github.com/blockflow/blockflow/schemas"
@@ -89,6 +90,19 @@ func (f *stageFlags) checkRetention() error {
 	}
 	if r := f.policy.FiveMinutes; r != 0 && r.Milliseconds() < downsample.MinSpan1h {
 		return usagef("--retention.resolution-5m=%s is shorter than the 10 days 5m blocks need before they are downsampled", r)
+	}
+	return nil
+}
+
+// validate checks the stage's flags before anything connects.
+func (f *stageFlags) validate(stage string) error {
+	switch stage {
+	case "plan":
+		if _, err := planner.ParseRanges(f.ranges); err != nil {
+			return usagef("--compact.ranges: %v", err)
+		}
+	case "retention":
+		return f.checkRetention()
 	}
 	return nil
 }
@@ -179,16 +193,14 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if stageName == "retention" {
-		if err := sf.checkRetention(); err != nil {
-			return err
-		}
+	if err := sf.validate(stageName); err != nil {
+		return err
 	}
 	log, err := lf.logger(stderr, "worker-"+stageName)
 	if err != nil {
 		return err
 	}
-	log = log.With().Str("stage", stageName).Logger()
+	log = log.With().Str(logging.FieldStage, stageName).Logger()
 	reg := ops.NewRegistry()
 	var bkt objstore.Bucket
 	if stageName != "plan" {

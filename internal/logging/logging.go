@@ -18,6 +18,8 @@ const (
 	FieldStage     = "stage"
 	FieldSite      = "site"
 	FieldComponent = "component"
+	// FieldRole is the process's role (the blockflow subcommand); packages add component.
+	FieldRole = "role"
 )
 
 // New returns a logger at level ("debug", "info", "warn", "error") writing to w; format is
