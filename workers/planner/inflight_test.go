@@ -7,6 +7,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/rs/zerolog"
 
+	"github.com/blockflow/blockflow/internal/catalogview"
 	"github.com/blockflow/blockflow/schemas"
 )
 
@@ -33,13 +34,13 @@ func rec(n uint64, mint, maxt int64) schemas.BlockRecord {
 func TestPlanOnceNeverPlansAgainstAQueuedJob(t *testing.T) {
 	q := &queue{}
 	p := &planner{
-		o:      Options{Queue: q, Config: Config{Ranges: []int64{60, 180}}},
-		log:    zerolog.Nop(),
-		m:      newMetrics(nil),
-		blocks: map[ulid.ULID]schemas.BlockRecord{},
+		o:    Options{Queue: q, Config: Config{Ranges: []int64{60, 180}}},
+		log:  zerolog.Nop(),
+		m:    newMetrics(nil),
+		view: catalogview.New(),
 	}
 	for _, b := range []schemas.BlockRecord{rec(1, 0, 20), rec(2, 20, 40), rec(3, 40, 60), rec(4, 60, 80)} {
-		p.apply(b)
+		p.view.Apply(b)
 	}
 	queued := map[string]schemas.CompactJob{}
 	ctx := context.Background()
@@ -57,7 +58,7 @@ func TestPlanOnceNeverPlansAgainstAQueuedJob(t *testing.T) {
 	}
 	// A block overlapping one of the job's inputs arrives: the plan is now a vertical
 	// compaction of it with that input, which must wait for the queued job.
-	p.apply(rec(5, 10, 30))
+	p.view.Apply(rec(5, 10, 30))
 	if _, err := p.planOnce(ctx, queued); err != nil {
 		t.Fatal(err)
 	}
@@ -67,14 +68,18 @@ func TestPlanOnceNeverPlansAgainstAQueuedJob(t *testing.T) {
 
 	// The job is done: its inputs are marked, its output live. The overlap with the
 	// output is planned now.
+	byID := map[ulid.ULID]schemas.BlockRecord{}
+	for _, b := range p.view.Snapshot() {
+		byID[b.ULID] = b
+	}
 	for _, in := range job.Inputs {
-		b := p.blocks[in.ULID]
+		b := byID[in.ULID]
 		b.State = schemas.StateMarked
-		p.apply(b)
+		p.view.Apply(b)
 	}
 	out := rec(9, 0, 60)
 	out.Sources = []ulid.ULID{ulid.MustNew(1, nil), ulid.MustNew(2, nil), ulid.MustNew(3, nil)}
-	p.apply(out)
+	p.view.Apply(out)
 	if _, err := p.planOnce(ctx, queued); err != nil {
 		t.Fatal(err)
 	}

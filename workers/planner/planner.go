@@ -9,13 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/blockflow/blockflow/internal/catalogview"
 	"github.com/blockflow/blockflow/internal/logging"
 	"github.com/blockflow/blockflow/schemas"
 	"github.com/blockflow/blockflow/workers/downsample"
@@ -37,9 +37,7 @@ type Queue interface {
 
 // Leader runs fn while this process holds the planner's lease, with a context that ends
 // when the lease is lost; it returns when ctx ends.
-type Leader interface {
-	Lead(ctx context.Context, fn func(ctx context.Context) error) error
-}
+type Leader = catalogview.Leader
 
 // Defaults of Options.
 const (
@@ -87,34 +85,13 @@ func Run(ctx context.Context, o Options) error {
 		o.Resync = DefaultResync
 	}
 	p := &planner{
-		o:       o,
-		log:     o.Logger.With().Str(logging.FieldStage, "planner").Logger(),
-		m:       newMetrics(o.Registerer),
-		blocks:  map[ulid.ULID]schemas.BlockRecord{},
-		changed: make(chan struct{}, 1),
-		synced:  make(chan struct{}),
+		o:    o,
+		log:  o.Logger.With().Str(logging.FieldStage, "planner").Logger(),
+		m:    newMetrics(o.Registerer),
+		view: catalogview.New(),
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		watchErr error
-	)
-	wg.Go(func() {
-		var once sync.Once
-		watchErr = o.Catalogue.Watch(ctx, p.apply, func() { once.Do(func() { close(p.synced) }) })
-		cancel()
-	})
-	var leadErr error
-	if o.Leader == nil {
-		leadErr = p.lead(ctx)
-	} else {
-		leadErr = o.Leader.Lead(ctx, p.lead)
-	}
-	cancel()
-	wg.Wait()
-	return errors.Join(watchErr, leadErr)
+	return p.view.Run(ctx, o.Catalogue, o.Leader, p.lead)
 }
 
 type planner struct {
@@ -122,34 +99,7 @@ type planner struct {
 	log zerolog.Logger
 	m   *metrics
 
-	mu      sync.Mutex
-	blocks  map[ulid.ULID]schemas.BlockRecord // every block not deleted
-	changed chan struct{}
-	synced  chan struct{}
-}
-
-func (p *planner) apply(rec schemas.BlockRecord) {
-	p.mu.Lock()
-	if rec.State == schemas.StateDeleted {
-		delete(p.blocks, rec.ULID)
-	} else {
-		p.blocks[rec.ULID] = rec
-	}
-	p.mu.Unlock()
-	select {
-	case p.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (p *planner) snapshot() []schemas.BlockRecord {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]schemas.BlockRecord, 0, len(p.blocks))
-	for _, b := range p.blocks {
-		out = append(out, b)
-	}
-	return out
+	view *catalogview.View
 }
 
 // lead plans while this planner leads (until ctx ends).
@@ -157,7 +107,7 @@ func (p *planner) lead(ctx context.Context) error {
 	p.m.leader.Set(1)
 	defer p.m.leader.Set(0)
 	select {
-	case <-p.synced:
+	case <-p.view.Synced():
 	case <-ctx.Done():
 		return nil
 	}
@@ -208,12 +158,12 @@ func (p *planner) wait(ctx context.Context, wake time.Time, resync <-chan time.T
 	select {
 	case <-ctx.Done():
 		return false
-	case <-p.changed:
+	case <-p.view.Changed():
 		if !sleep(ctx, settle) {
 			return false
 		}
 		select {
-		case <-p.changed:
+		case <-p.view.Changed():
 		default:
 		}
 	case <-wakeC:
@@ -225,7 +175,7 @@ func (p *planner) wait(ctx context.Context, wake time.Time, resync <-chan time.T
 // planOnce plans and publishes what no queued job blocks. It returns when to plan again
 // without a catalogue change (zero: at the next resync). queued is updated in place.
 func (p *planner) planOnce(ctx context.Context, queued map[string]schemas.CompactJob) (time.Time, error) {
-	blocks := p.snapshot()
+	blocks := p.view.Snapshot()
 	live := make(map[ulid.ULID]bool, len(blocks))
 	for _, b := range blocks {
 		live[b.ULID] = b.State == schemas.StateLive && b.NoCompact == ""

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -17,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blockflow/blockflow/internal/block"
+	"github.com/blockflow/blockflow/internal/catalogview"
 	"github.com/blockflow/blockflow/internal/logging"
 	"github.com/blockflow/blockflow/internal/objstore"
 	"github.com/blockflow/blockflow/schemas"
@@ -39,9 +39,7 @@ type Publisher interface {
 
 // Leader runs fn while this process holds the retention lease, with a context that ends
 // when the lease is lost; it returns when ctx ends.
-type Leader interface {
-	Lead(ctx context.Context, fn func(ctx context.Context) error) error
-}
+type Leader = catalogview.Leader
 
 // errNoRecord stops a catalogue update of a block the catalogue does not know.
 var errNoRecord = errors.New("block is not in the catalogue")
@@ -78,33 +76,12 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	r := &worker{
-		o:       o,
-		log:     o.Logger.With().Str(logging.FieldStage, "retention").Logger(),
-		m:       newMetrics(o.Registerer),
-		blocks:  map[ulid.ULID]schemas.BlockRecord{},
-		changed: make(chan struct{}, 1),
-		synced:  make(chan struct{}),
+		o:    o,
+		log:  o.Logger.With().Str(logging.FieldStage, "retention").Logger(),
+		m:    newMetrics(o.Registerer),
+		view: catalogview.New(),
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		watchErr error
-	)
-	wg.Go(func() {
-		var once sync.Once
-		watchErr = o.Catalogue.Watch(ctx, r.apply, func() { once.Do(func() { close(r.synced) }) })
-		cancel()
-	})
-	var leadErr error
-	if o.Leader == nil {
-		leadErr = r.lead(ctx)
-	} else {
-		leadErr = o.Leader.Lead(ctx, r.lead)
-	}
-	cancel()
-	wg.Wait()
-	return errors.Join(watchErr, leadErr)
+	return r.view.Run(ctx, o.Catalogue, o.Leader, r.lead)
 }
 
 type worker struct {
@@ -112,47 +89,20 @@ type worker struct {
 	log zerolog.Logger
 	m   *metrics
 
-	mu      sync.Mutex
-	blocks  map[ulid.ULID]schemas.BlockRecord // every block not deleted
-	changed chan struct{}
-	synced  chan struct{}
-}
-
-func (r *worker) apply(rec schemas.BlockRecord) {
-	r.mu.Lock()
-	if rec.State == schemas.StateDeleted {
-		delete(r.blocks, rec.ULID)
-	} else {
-		r.blocks[rec.ULID] = rec
-	}
-	r.mu.Unlock()
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (r *worker) snapshot() []schemas.BlockRecord {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]schemas.BlockRecord, 0, len(r.blocks))
-	for _, b := range r.blocks {
-		out = append(out, b)
-	}
-	return out
+	view *catalogview.View
 }
 
 // lead acts while this worker leads (until ctx ends).
 func (r *worker) lead(ctx context.Context) error {
 	select {
-	case <-r.synced:
+	case <-r.view.Synced():
 	case <-ctx.Done():
 		return nil
 	}
 	r.log.Info().Dur("delete_delay", r.o.Policy.DeleteDelay).Dur("raw", r.o.Policy.Raw).
 		Dur("5m", r.o.Policy.FiveMinutes).Dur("1h", r.o.Policy.OneHour).Msg("applying retention")
 	for {
-		blocks := r.snapshot()
+		blocks := r.view.Snapshot()
 		actions, next := Due(blocks, time.Now(), r.o.Policy)
 		pending := 0
 		for _, b := range blocks {
@@ -191,7 +141,7 @@ func (r *worker) wait(ctx context.Context, next time.Time) bool {
 	select {
 	case <-ctx.Done():
 		return false
-	case <-r.changed:
+	case <-r.view.Changed():
 		t := time.NewTimer(settle)
 		defer t.Stop()
 		select {
@@ -200,7 +150,7 @@ func (r *worker) wait(ctx context.Context, next time.Time) bool {
 			return false
 		}
 		select {
-		case <-r.changed:
+		case <-r.view.Changed():
 		default:
 		}
 	case <-at:
