@@ -20,6 +20,11 @@ func TestJSONSchemasMatchTypes(t *testing.T) {
 		{"block-ready.v1.schema.json", BlockReady{}},
 		{"block-record.v1.schema.json", BlockRecord{}},
 		{"block-uploaded.v1.schema.json", BlockUploaded{}},
+		{"compact-job.v1.schema.json", CompactJob{}},
+		{"downsample-job.v1.schema.json", DownsampleJob{}},
+		{"block-compacted.v1.schema.json", BlockCompacted{}},
+		{"block-state-changed.v1.schema.json", BlockStateChanged{}},
+		{"block-downsampled.v1.schema.json", BlockDownsampled{}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			data, err := os.ReadFile(tc.file)
