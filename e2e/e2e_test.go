@@ -112,6 +112,25 @@ func testQueryMatchesPrometheus(t *testing.T, minio *testenv.MinIO) {
 	)
 	promref.Compare(t, ref.URL(), queryd.URL(), queries, "cluster", "replica")
 
+	// A stock Thanos Querier with queryd's StoreAPI as its only endpoint answers exactly
+	// what a Thanos Querier answers over a stock Thanos sidecar next to the reference
+	// Prometheus: queryd is a drop-in Thanos store. (Not what queryd answers itself: the
+	// Querier's counter-adjusting iterator changes rate and resets at counter resets,
+	// thanos#3644, whatever the store.)
+	_, refStore := thanosSidecar(t, ref.URL(), ref.Dir())
+	thanosRef := thanosQuerier(t, "thanos-query-sidecar", refStore)
+	thanosQueryd := thanosQuerier(t, "thanos-query-queryd", c.querydGRPC)
+	for _, tq := range []*Process{thanosRef, thanosQueryd} {
+		waitFor(t, convergeTimeout, "a Thanos Querier to see its store", func() (bool, string) {
+			v, err := instantValue(tq.URL(), promref.Instant(`count({__name__=~".+"})`, end.Add(-time.Minute)))
+			if err != nil {
+				return false, err.Error()
+			}
+			return v == strconv.Itoa(stats.Series), fmt.Sprintf("count %q", v)
+		})
+	}
+	promref.Compare(t, thanosRef.URL(), thanosQueryd.URL(), queries)
+
 	// Bad input: 400 with the API's error shape.
 	for _, tc := range []struct {
 		name string

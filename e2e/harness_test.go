@@ -216,6 +216,7 @@ type cluster struct {
 	objstoreFile string // the bucket, straight to MinIO
 	bucket       objstore.Bucket
 	nats         *Process
+	querydGRPC   string // queryd's StoreAPI address, once queryd runs
 }
 
 // newCluster starts a JetStream server and makes a bucket called bucketName on minio.
@@ -292,8 +293,28 @@ func (c *cluster) uploadWorker(objstoreFile string) *Process {
 
 func (c *cluster) queryd() *Process {
 	c.t.Helper()
+	c.querydGRPC = loopback(c.t)
 	return c.blockflow("queryd", true, "queryd", "--nats.url", c.natsURL, "--objstore.config-file", c.objstoreFile,
-		"--grpc-address", loopback(c.t))
+		"--grpc-address", c.querydGRPC)
+}
+
+// thanosQuerier starts a stock Thanos Querier whose only endpoint is the StoreAPI at endpoint.
+func thanosQuerier(t *testing.T, name, endpoint string) *Process {
+	t.Helper()
+	httpAddr := loopback(t)
+	return startProcess(t, name, testenv.Bin(t, "thanos"), httpAddr, "",
+		"query", "--http-address", httpAddr, "--grpc-address", loopback(t), "--endpoint", endpoint, "--log.level", "warn")
+}
+
+// thanosSidecar starts a stock Thanos sidecar (no bucket: StoreAPI only) next to the
+// Prometheus at promURL over tsdbDir, and returns it with its StoreAPI address.
+func thanosSidecar(t *testing.T, promURL, tsdbDir string) (*Process, string) {
+	t.Helper()
+	httpAddr, grpcAddr := loopback(t), loopback(t)
+	p := startProcess(t, "thanos-sidecar", testenv.Bin(t, "thanos"), httpAddr, "",
+		"sidecar", "--prometheus.url", promURL, "--tsdb.path", tsdbDir,
+		"--http-address", httpAddr, "--grpc-address", grpcAddr, "--log.level", "warn")
+	return p, grpcAddr
 }
 
 // cli runs a one-shot blockflow command and returns its stdout, stderr and exit code.

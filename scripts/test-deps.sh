@@ -4,6 +4,7 @@
 #   promtool    Debian's prometheus package (blocks via create-blocks-from openmetrics)
 #   prometheus  a reference server of the same version as the prometheus module in go.mod
 #   minio       a MinIO server for the S3 tests (loopback only)
+#   thanos      a stock Thanos (Querier) to check queryd's StoreAPI against
 # Prints the bin directory on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ mkdir -p "$bin"
 log() { echo "test-deps: $*" >&2; }
 
 minio_version="v0.0.0-20260212201848-7aac2a2c5b7c"
+thanos_version="v0.42.4"
+thanos_stamp="thanos.$thanos_version.slicelabels"
 prom_module_version="$(go list -m -f '{{.Version}}' github.com/prometheus/prometheus)"
 
 if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$bin/promtool" ]; then
@@ -38,6 +41,18 @@ stamp="$bin/minio.$minio_version"
 if [ ! -e "$stamp" ]; then
   log "building minio $minio_version with go install"
   GOBIN="$bin" GOFLAGS=-buildvcs=false go install "github.com/minio/minio@$minio_version" >&2
+  touch "$stamp"
+fi
+stamp="$bin/$thanos_stamp"
+if [ ! -e "$stamp" ]; then
+  # Thanos's go.mod has replace directives, so `go install pkg@version` refuses it; build
+  # inside a copy of the module instead, where they apply.
+  log "building thanos $thanos_version from the module proxy"
+  dir="$(GOFLAGS=-mod=mod go mod download -json "github.com/thanos-io/thanos@$thanos_version" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  src="$(mktemp -d)"
+  cp -r "$dir/." "$src" && chmod -R u+w "$src"
+  (cd "$src" && GOFLAGS="-mod=mod -buildvcs=false" go build -tags "netgo slicelabels" -o "$bin/thanos" ./cmd/thanos) >&2
+  rm -rf "$src"
   touch "$stamp"
 fi
 echo "$bin"
