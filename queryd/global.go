@@ -150,7 +150,7 @@ func (d *dedupQuerier) Select(ctx context.Context, _ bool, hints *storage.Select
 			break
 		}
 	}
-	return &seriesList{series: out, i: -1, warnings: warns}
+	return storeapi.NewSeriesList(out, warns)
 }
 
 func (d *dedupQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
@@ -229,18 +229,3 @@ func (s *replicaSeries) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 	return dedup.NewIterator(its...)
 }
 
-// seriesList is a storage.SeriesSet over a slice.
-type seriesList struct {
-	series   []storage.Series
-	i        int
-	warnings annotations.Annotations
-}
-
-func (l *seriesList) Next() bool {
-	l.i++
-	return l.i < len(l.series)
-}
-
-func (l *seriesList) At() storage.Series                { return l.series[l.i] }
-func (l *seriesList) Err() error                        { return nil }
-func (l *seriesList) Warnings() annotations.Annotations { return l.warnings }

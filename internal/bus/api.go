@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/blockflow/blockflow/internal/stage"
+	"github.com/blockflow/blockflow/schemas"
 )
 
 // Default names; the subject prefix is configurable (Config.Prefix).
@@ -26,15 +27,16 @@ const (
 	DefaultPrefix   = "blockflow"
 )
 
-// Event kinds, the third token of blockflow.block.<event>.<site>.<ulid>.
+// Event kinds, the third token of blockflow.block.<event>.<site>.<ulid>; schemas names
+// them so that stages need not import the bus.
 const (
-	EventReady       = "ready"
-	EventBackfill    = "backfill"
-	EventUploaded    = "uploaded"
-	EventCompacted   = "compacted"
-	EventDownsampled = "downsampled"
-	EventMarked      = "marked"
-	EventDeleted     = "deleted"
+	EventReady       = schemas.EventReady
+	EventBackfill    = schemas.EventBackfill
+	EventUploaded    = schemas.EventUploaded
+	EventCompacted   = schemas.EventCompacted
+	EventDownsampled = schemas.EventDownsampled
+	EventMarked      = schemas.EventMarked
+	EventDeleted     = schemas.EventDeleted
 )
 
 // Config says how to reach NATS. Credentials are never logged.

@@ -282,7 +282,7 @@ func (qr *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHint
 			break
 		}
 	}
-	return &seriesList{series: series, i: -1, warnings: warns}
+	return NewSeriesList(series, warns)
 }
 
 func queryHints(h *storage.SelectHints) *storepb.QueryHints {
@@ -422,6 +422,11 @@ func labelLimit(h *storage.LabelHints) int64 {
 		return 0
 	}
 	return int64(h.Limit)
+}
+
+// NewSeriesList returns a storage.SeriesSet over series, in their order, with warnings.
+func NewSeriesList(series []storage.Series, warnings annotations.Annotations) storage.SeriesSet {
+	return &seriesList{series: series, i: -1, warnings: warnings}
 }
 
 // seriesList is a storage.SeriesSet over a slice.
