@@ -228,4 +228,3 @@ func (s *replicaSeries) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 	}
 	return dedup.NewIterator(its...)
 }
-
