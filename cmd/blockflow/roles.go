@@ -18,6 +18,7 @@ import (
 	"github.com/blockflow/blockflow/internal/ops"
 	"github.com/blockflow/blockflow/internal/storeapi"
 	"github.com/blockflow/blockflow/producers/backfill"
+	"github.com/blockflow/blockflow/producers/bucketimport"
 	"github.com/blockflow/blockflow/producers/ship"
 	"github.com/blockflow/blockflow/producers/sidecar"
 )
@@ -183,16 +184,28 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func runBucket(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "ls" {
-		return usagef("which subcommand? blockflow bucket ls")
+	if len(args) == 0 || (args[0] != "ls" && args[0] != "import") {
+		return usagef("which subcommand? blockflow bucket ls|import")
 	}
-	fs := newFlagSet("bucket ls", stderr)
+	sub := args[0]
+	fs := newFlagSet("bucket "+sub, stderr)
 	var lf logFlags
 	var of objstoreFlags
+	var nf natsFlags
 	lf.register(fs)
 	of.register(fs)
+	if sub == "import" {
+		nf.register(fs)
+	}
 	if err := parse(fs, args[1:]); err != nil {
 		return err
+	}
+	var cfg bus.Config
+	if sub == "import" {
+		var err error
+		if cfg, err = nf.config("blockflow-bucket-import"); err != nil {
+			return err
+		}
 	}
 	log, err := lf.logger(stderr, "bucket")
 	if err != nil {
@@ -203,7 +216,69 @@ func runBucket(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer bkt.Close()
-	return listBlocks(ctx, bkt, stdout)
+	if sub == "ls" {
+		return listBlocks(ctx, bkt, stdout)
+	}
+	b, err := bus.Connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	res, err := bucketimport.Run(ctx, bkt, b.Catalogue(), log)
+	fmt.Fprintf(stdout, "%d blocks: %d imported, %d already catalogued; %d partial uploads skipped\n", res.Blocks, res.Imported, res.Known, res.Partial)
+	return err
+}
+
+func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("replay", stderr)
+	var lf logFlags
+	var nf natsFlags
+	lf.register(fs)
+	nf.register(fs)
+	stageName := fs.String("stage", "", "the stage to rewind (its durable consumer on EVENTS, e.g. upload)")
+	fromSeq := fs.Uint64("from-seq", 0, "replay from this EVENTS stream sequence")
+	fromTime := fs.String("from-time", "", "replay from the first event stored at or after this RFC3339 time")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *stageName == "" {
+		return usagef("--stage is required")
+	}
+	if (*fromSeq == 0) == (*fromTime == "") {
+		return usagef("give exactly one of --from-seq and --from-time")
+	}
+	var since time.Time
+	if *fromTime != "" {
+		t, err := time.Parse(time.RFC3339, *fromTime)
+		if err != nil {
+			return usagef("--from-time: %v", err)
+		}
+		since = t
+	}
+	cfg, err := nf.config("blockflow-replay")
+	if err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr, "replay")
+	if err != nil {
+		return err
+	}
+	b, err := bus.Connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	seq := *fromSeq
+	if since.IsZero() {
+		err = b.ReplayFromSequence(ctx, *stageName, seq)
+	} else {
+		seq, err = b.ReplayFromTime(ctx, *stageName, since)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "stage %s replays from stream sequence %d\n", *stageName, seq)
+	return nil
 }
 
 // listBlocks prints one line per complete block: the one place blockflow lists a bucket.

@@ -62,6 +62,13 @@ func MarkForDeletion(ctx context.Context, bkt objstore.Bucket, id ulid.ULID, det
 	return m, writeJSON(ctx, bkt, name, m)
 }
 
+// ReadDeletionMark reads <id>/deletion-mark.json; ok is false when the block has none (or
+// only a partially written one).
+func ReadDeletionMark(ctx context.Context, bkt objstore.Bucket, id ulid.ULID) (mark DeletionMark, ok bool, err error) {
+	ok, err = readJSON(ctx, bkt, path.Join(id.String(), DeletionMarkFilename), &mark)
+	return mark, ok, err
+}
+
 // MarkNoCompact writes <id>/no-compact-mark.json (idempotent).
 func MarkNoCompact(ctx context.Context, bkt objstore.Bucket, id ulid.ULID, reason, details string, now time.Time) error {
 	name := path.Join(id.String(), NoCompactMarkFilename)
