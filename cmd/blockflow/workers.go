@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -113,7 +114,8 @@ func holder() string {
 	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
-// stageLoop returns the function that runs one stage until ctx ends.
+// stageLoop returns the function that runs one stage until ctx ends. The stage's flags
+// must have passed validate.
 func (f *stageFlags) stageLoop(stage string, d stageDeps) (func(context.Context) error, error) {
 	b := d.bus
 	switch stage {
@@ -148,9 +150,6 @@ func (f *stageFlags) stageLoop(stage string, d stageDeps) (func(context.Context)
 			Logger: d.log, Registerer: d.reg}
 		return func(ctx context.Context) error { return planner.Run(ctx, o) }, nil
 	case "retention":
-		if err := f.checkRetention(); err != nil {
-			return nil, err
-		}
 		o := retention.Options{Bucket: d.bucket, Catalogue: b.Catalogue(), Publisher: b, Leader: b.Lease(retention.LeaseName, holder()),
 			Policy: f.policy, Logger: d.log, Registerer: d.reg}
 		return func(ctx context.Context) error { return retention.Run(ctx, o) }, nil
@@ -166,11 +165,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return usagef("which stage? blockflow worker %s", strings.Join(stages, "|"))
 	}
 	stageName, args := args[0], args[1:]
-	known := false
-	for _, s := range stages {
-		known = known || s == stageName
-	}
-	if !known {
+	if !slices.Contains(stages, stageName) {
 		return usagef("unknown stage %q (known: %s)", stageName, strings.Join(stages, ", "))
 	}
 	fs := newFlagSet("worker "+stageName, stderr)
