@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -23,10 +24,10 @@ var errNoLabels = errors.New("no external labels: set --label k=v or external_la
 // as the Thanos sidecar does. It retries with backoff until Prometheus answers or ctx ends;
 // an answer without external labels is final.
 func fetchExternalLabels(ctx context.Context, client *http.Client, baseURL string, log zerolog.Logger) (map[string]string, error) {
-	url := strings.TrimSuffix(baseURL, "/") + "/api/v1/status/config"
+	configURL := strings.TrimSuffix(baseURL, "/") + "/api/v1/status/config"
 	var lbls map[string]string
 	op := func() error {
-		l, err := getExternalLabels(ctx, client, url)
+		l, err := getExternalLabels(ctx, client, configURL)
 		if err != nil {
 			return err
 		}
@@ -44,15 +45,29 @@ func fetchExternalLabels(ctx context.Context, client *http.Client, baseURL strin
 		log.Warn().Err(err).Dur("retry_in", wait).Msg("cannot read external labels from Prometheus")
 	}
 	if err := backoff.RetryNotify(op, backoff.WithContext(bo, ctx), notify); err != nil {
-		return nil, fmt.Errorf("external labels from %s: %w", baseURL, err)
+		return nil, fmt.Errorf("external labels from %s: %w", redacted(baseURL), err)
 	}
 	return lbls, nil
 }
 
-func getExternalLabels(ctx context.Context, client *http.Client, url string) (map[string]string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// redacted is rawURL fit for logs and errors: a password in it is replaced by "xxxxx".
+func redacted(rawURL string) string {
+	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, backoff.Permanent(err)
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+func getExternalLabels(ctx context.Context, client *http.Client, configURL string) (map[string]string, error) {
+	shown := redacted(configURL)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, configURL, nil)
+	if err != nil {
+		var uerr *url.Error // it would quote the URL, password and all
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, backoff.Permanent(fmt.Errorf("GET %s: %w", shown, err))
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -64,7 +79,7 @@ func getExternalLabels(ctx context.Context, client *http.Client, url string) (ma
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", shown, resp.Status)
 	}
 	var api struct {
 		Status string `json:"status"`
@@ -73,10 +88,10 @@ func getExternalLabels(ctx context.Context, client *http.Client, url string) (ma
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &api); err != nil {
-		return nil, fmt.Errorf("GET %s: decode: %w", url, err)
+		return nil, fmt.Errorf("GET %s: decode: %w", shown, err)
 	}
 	if api.Status != "success" {
-		return nil, fmt.Errorf("GET %s: status %q", url, api.Status)
+		return nil, fmt.Errorf("GET %s: status %q", shown, api.Status)
 	}
 	var cfg struct {
 		Global struct {
