@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/blockflow/blockflow/internal/stage"
-	"github.com/blockflow/blockflow/schemas"
 )
 
 // Default names; the subject prefix is configurable (Config.Prefix).
@@ -25,18 +24,6 @@ const (
 	CatalogueBucket = "blockflow-catalogue"
 	StagingBucket   = "blockflow-staging"
 	DefaultPrefix   = "blockflow"
-)
-
-// Event kinds, the third token of blockflow.block.<event>.<site>.<ulid>; schemas names
-// them so that stages need not import the bus.
-const (
-	EventReady       = schemas.EventReady
-	EventBackfill    = schemas.EventBackfill
-	EventUploaded    = schemas.EventUploaded
-	EventCompacted   = schemas.EventCompacted
-	EventDownsampled = schemas.EventDownsampled
-	EventMarked      = schemas.EventMarked
-	EventDeleted     = schemas.EventDeleted
 )
 
 // Config says how to reach NATS. Credentials are never logged.

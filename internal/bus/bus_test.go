@@ -104,7 +104,7 @@ func readyEvent(site string) schemas.BlockReady {
 
 func publishReady(t testing.TB, b *Bus, ev schemas.BlockReady) {
 	t.Helper()
-	if err := b.PublishBlockEvent(testContext(t), EventReady, ev.Site, ev.ULID, ev); err != nil {
+	if err := b.PublishBlockEvent(testContext(t), schemas.EventReady, ev.Site, ev.ULID, ev); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -160,7 +160,7 @@ func uploadSpec(b *Bus) ConsumerSpec {
 	return ConsumerSpec{
 		Stream:         StreamEvents,
 		Durable:        "upload",
-		FilterSubjects: []string{b.EventFilter(EventReady)},
+		FilterSubjects: []string{b.EventFilter(schemas.EventReady)},
 		AckWait:        5 * time.Second,
 		Backoff:        constantBackoff(100 * time.Millisecond),
 	}

@@ -23,6 +23,7 @@ type Bus struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	prefix    string
+	replicas  int // of every stream and bucket the bus creates
 	log       zerolog.Logger
 	metrics   *metrics
 	catalogue *Catalogue
@@ -69,12 +70,12 @@ func Connect(ctx context.Context, cfg Config, log zerolog.Logger) (*Bus, error) 
 		nc.Close()
 		return nil, fmt.Errorf("JetStream context: %w", err)
 	}
-	b := &Bus{nc: nc, js: js, prefix: cfg.Prefix, log: log, metrics: m, closed: closed, reconnected: reconnected}
+	b := &Bus{nc: nc, js: js, prefix: cfg.Prefix, replicas: cfg.Replicas, log: log, metrics: m, closed: closed, reconnected: reconnected}
 	if err := b.waitJetStream(ctx); err != nil {
 		nc.Close()
 		return nil, err
 	}
-	if err := b.setup(ctx, cfg.Replicas); err != nil {
+	if err := b.setup(ctx); err != nil {
 		nc.Close()
 		return nil, err
 	}

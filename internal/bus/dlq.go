@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -92,23 +91,12 @@ type DeadLetter struct {
 // DeadLetters returns every dead letter of stage still in the DLQ, oldest first; an empty
 // stage means every stage.
 func (b *Bus) DeadLetters(ctx context.Context, stage string) ([]DeadLetter, error) {
-	stream, err := b.js.Stream(ctx, StreamDLQ)
-	if err != nil {
-		return nil, fmt.Errorf("open stream %s: %w", StreamDLQ, err)
-	}
 	filter := b.Subject("dlq", ">")
 	if stage != "" {
 		filter = b.Subject("dlq", SubjectToken(stage), ">")
 	}
 	var out []DeadLetter
-	for seq := uint64(1); ; {
-		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s from seq %d: %w", filter, seq, err)
-		}
+	err := b.scan(ctx, StreamDLQ, filter, func(m *jetstream.RawStreamMsg) {
 		originSeq, _ := strconv.ParseUint(m.Header.Get(headerOriginSeq), 10, 64)
 		deliveries, _ := strconv.ParseUint(m.Header.Get(headerDeliveries), 10, 64)
 		out = append(out, DeadLetter{
@@ -122,6 +110,6 @@ func (b *Bus) DeadLetters(ctx context.Context, stage string) ([]DeadLetter, erro
 			Deliveries:    deliveries,
 			Data:          m.Data,
 		})
-		seq = m.Sequence + 1
-	}
+	})
+	return out, err
 }

@@ -13,21 +13,29 @@ import (
 // when a worker acks it or dead-letters it, so this is the set a planner must not plan
 // against, whoever published it.
 func (b *Bus) QueuedJobs(ctx context.Context, kind string) ([][]byte, error) {
-	stream, err := b.js.Stream(ctx, StreamJobs)
-	if err != nil {
-		return nil, fmt.Errorf("open stream %s: %w", StreamJobs, err)
-	}
-	filter := b.JobFilter(kind)
 	var out [][]byte
+	err := b.scan(ctx, StreamJobs, b.JobFilter(kind), func(m *jetstream.RawStreamMsg) {
+		out = append(out, m.Data)
+	})
+	return out, err
+}
+
+// scan calls f for every message of stream on filter, oldest first, with direct gets:
+// no consumer is created for a one-off read.
+func (b *Bus) scan(ctx context.Context, stream, filter string, f func(*jetstream.RawStreamMsg)) error {
+	s, err := b.js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("open stream %s: %w", stream, err)
+	}
 	for seq := uint64(1); ; {
-		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return out, nil
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read %s from seq %d: %w", filter, seq, err)
+			return fmt.Errorf("read %s from seq %d: %w", filter, seq, err)
 		}
-		out = append(out, m.Data)
+		f(m)
 		seq = m.Sequence + 1
 	}
 }

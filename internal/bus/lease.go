@@ -77,19 +77,6 @@ func (l *Lease) Lead(ctx context.Context, fn func(ctx context.Context) error) er
 func (l *Lease) open(ctx context.Context) error {
 	l.once.Do(func() {
 		b := l.bus
-		replicas := 1
-		err := b.retryTransient(ctx, "read catalogue stream info", func(ctx context.Context) error {
-			s, err := b.js.Stream(ctx, "KV_"+CatalogueBucket)
-			if err != nil {
-				return err
-			}
-			replicas = s.CachedInfo().Config.Replicas
-			return nil
-		})
-		if err != nil {
-			l.err = err
-			return
-		}
 		l.err = b.retryTransient(ctx, "create KV bucket "+LeaseBucket, func(ctx context.Context) (err error) {
 			l.kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 				Bucket:      LeaseBucket,
@@ -97,7 +84,7 @@ func (l *Lease) open(ctx context.Context) error {
 				History:     1,
 				TTL:         LeaseTTL,
 				Storage:     jetstream.FileStorage,
-				Replicas:    replicas,
+				Replicas:    b.replicas,
 			})
 			return err
 		})

@@ -162,10 +162,10 @@ func TestRunDeadLetters(t *testing.T) {
 				payload = tc.data(ev)
 			}
 			if raw, ok := payload.([]byte); ok {
-				if _, err := b.js.Publish(testContext(t), b.Subject("block", EventReady, ev.Site, ev.ULID.String()), raw); err != nil {
+				if _, err := b.js.Publish(testContext(t), b.Subject("block", schemas.EventReady, ev.Site, ev.ULID.String()), raw); err != nil {
 					t.Fatal(err)
 				}
-			} else if err := b.PublishBlockEvent(testContext(t), EventReady, ev.Site, ev.ULID, payload); err != nil {
+			} else if err := b.PublishBlockEvent(testContext(t), schemas.EventReady, ev.Site, ev.ULID, payload); err != nil {
 				t.Fatal(err)
 			}
 

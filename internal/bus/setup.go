@@ -21,7 +21,8 @@ const (
 
 // setup creates or updates every stream, the catalogue and the staging store. It is
 // idempotent: a second call with the same settings changes nothing.
-func (b *Bus) setup(ctx context.Context, replicas int) error {
+func (b *Bus) setup(ctx context.Context) error {
+	replicas := b.replicas
 	streams := []jetstream.StreamConfig{
 		{
 			Name:        StreamEvents,
