@@ -51,7 +51,7 @@ func Run(ctx context.Context, bkt objstore.Bucket, cat Catalogue, log zerolog.Lo
 		return res, fmt.Errorf("list bucket %s: %w", bkt.Name(), err)
 	}
 	for _, id := range ids {
-		rec, err := record(ctx, bkt, id)
+		meta, err := block.ReadMeta(ctx, bkt, id)
 		if objstore.IsNotFound(err) {
 			res.Partial++
 			continue
@@ -60,9 +60,13 @@ func Run(ctx context.Context, bkt objstore.Bucket, cat Catalogue, log zerolog.Lo
 			return res, err
 		}
 		res.Blocks++
+		var rec schemas.BlockRecord
 		_, err = cat.Update(ctx, id, func(cur *schemas.BlockRecord, exists bool) error {
 			if exists {
-				return errKnown
+				return errKnown // before reading marks and sizes: a re-run costs one GET per block
+			}
+			if rec, err = record(ctx, bkt, meta); err != nil {
+				return err
 			}
 			*cur = rec
 			return nil
@@ -80,12 +84,10 @@ func Run(ctx context.Context, bkt objstore.Bucket, cat Catalogue, log zerolog.Lo
 	return res, nil
 }
 
-// record builds the catalogue record of block id from its meta.json and marks.
-func record(ctx context.Context, bkt objstore.Bucket, id ulid.ULID) (schemas.BlockRecord, error) {
-	meta, err := block.ReadMeta(ctx, bkt, id)
-	if err != nil {
-		return schemas.BlockRecord{}, err
-	}
+// record builds the catalogue record of a block from its meta.json and marks.
+func record(ctx context.Context, bkt objstore.Bucket, meta block.Meta) (schemas.BlockRecord, error) {
+	id := meta.ULID
+	var err error
 	// Blocks from Thanos before v0.17 have no thanos.files; readers need the sizes.
 	if missingSizes(meta.Thanos.Files) {
 		if meta.Thanos.Files, err = fileSizes(ctx, bkt, id); err != nil {
