@@ -114,7 +114,8 @@ func (d *dedupQuerier) Select(ctx context.Context, _ bool, hints *storage.Select
 			var r selected
 			for set.Next() {
 				s := set.At()
-				r.series = append(r.series, &storage.SeriesEntry{Lset: stripLabels(s.Labels(), d.replicaLabels), SampleIteratorFn: s.Iterator})
+				lset, _ := storeapi.StripLabels(s.Labels(), d.replicaLabels)
+				r.series = append(r.series, &storage.SeriesEntry{Lset: lset, SampleIteratorFn: s.Iterator})
 			}
 			r.err, r.warns = set.Err(), set.Warnings()
 			results[i] = r
@@ -154,10 +155,8 @@ func (d *dedupQuerier) Select(ctx context.Context, _ bool, hints *storage.Select
 }
 
 func (d *dedupQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
-	return d.union(hints, func(q storage.Querier) ([]string, annotations.Annotations, error) {
-		names, warns, err := q.LabelNames(ctx, hints, ms...)
-		names = slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(d.replicaLabels, n) })
-		return names, warns, err
+	return d.union(hints, d.replicaLabels, func(q storage.Querier) ([]string, annotations.Annotations, error) {
+		return q.LabelNames(ctx, hints, ms...)
 	})
 }
 
@@ -165,14 +164,14 @@ func (d *dedupQuerier) LabelValues(ctx context.Context, name string, hints *stor
 	if slices.Contains(d.replicaLabels, name) {
 		return nil, nil, nil // deduplicated away
 	}
-	return d.union(hints, func(q storage.Querier) ([]string, annotations.Annotations, error) {
+	return d.union(hints, nil, func(q storage.Querier) ([]string, annotations.Annotations, error) {
 		return q.LabelValues(ctx, name, hints, ms...)
 	})
 }
 
-// union returns the sorted union of what get returns for every querier.
-func (d *dedupQuerier) union(hints *storage.LabelHints, get func(storage.Querier) ([]string, annotations.Annotations, error)) ([]string, annotations.Annotations, error) {
-	var out []string
+// union returns the sorted union of what get returns for every querier, without exclude.
+func (d *dedupQuerier) union(hints *storage.LabelHints, exclude []string, get func(storage.Querier) ([]string, annotations.Annotations, error)) ([]string, annotations.Annotations, error) {
+	var all []string
 	var warns annotations.Annotations
 	for _, q := range d.queriers {
 		vals, ws, err := get(q)
@@ -180,14 +179,13 @@ func (d *dedupQuerier) union(hints *storage.LabelHints, get func(storage.Querier
 		if err != nil {
 			return nil, warns, err
 		}
-		out = append(out, vals...)
+		all = append(all, vals...)
 	}
-	slices.Sort(out)
-	out = slices.Compact(out)
-	if hints != nil && hints.Limit > 0 && len(out) > hints.Limit {
-		out = out[:hints.Limit]
+	var limit int64
+	if hints != nil {
+		limit = int64(hints.Limit)
 	}
-	return out, warns, nil
+	return storeapi.SortedStrings(all, exclude, limit), warns, nil
 }
 
 func (d *dedupQuerier) Close() error {
@@ -196,16 +194,6 @@ func (d *dedupQuerier) Close() error {
 		errs = append(errs, q.Close())
 	}
 	return errors.Join(errs...)
-}
-
-// stripLabels returns lset without the labels names.
-func stripLabels(lset labels.Labels, names []string) labels.Labels {
-	for _, n := range names {
-		if lset.Has(n) {
-			return labels.NewBuilder(lset).Del(names...).Labels()
-		}
-	}
-	return lset
 }
 
 // replicaSeries is one series served by several replicas (or sources), merged with the
@@ -223,8 +211,5 @@ func (s *replicaSeries) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 	for i, r := range s.replicas {
 		its[i] = r.Iterator(nil)
 	}
-	if s.counter {
-		return dedup.NewCounterIterator(its...)
-	}
-	return dedup.NewIterator(its...)
+	return dedup.Merge(s.counter, its...)
 }

@@ -41,18 +41,15 @@ func rawBlocks(snap *blockset.Snapshot) *blockquery.Queryable[*bucketblock.Block
 	})
 }
 
-// fixedBlocks reads blocks, whatever the range asked.
-func fixedBlocks(blocks []*bucketblock.Block) *blockquery.Queryable[*bucketblock.Block] {
-	return blockquery.NewQueryable(func(int64, int64) []*bucketblock.Block { return blocks })
-}
-
-func anyDownsampled(blocks []*bucketblock.Block) bool {
-	for _, b := range blocks {
-		if b.Resolution() > schemas.ResRaw {
-			return true
-		}
+// blocksFor reads the blocks snap.For picks for [mint, maxt] (inclusive) and maxResolution,
+// whatever range is asked of it later, and reports whether they must be read whole-chunk:
+// when any of them is downsampled, since the 0xFF chunks cannot be trimmed.
+func blocksFor(snap *blockset.Snapshot, mint, maxt, maxResolution int64) (blocks *blockquery.Queryable[*bucketblock.Block], whole bool) {
+	bs := snap.For(mint, maxt, maxResolution)
+	for _, b := range bs {
+		whole = whole || b.Resolution() > schemas.ResRaw
 	}
-	return false
+	return blockquery.NewQueryable(func(int64, int64) []*bucketblock.Block { return bs }), whole
 }
 
 // resolutionQuerier reads, for each Select, the blocks of the coarsest resolution the
@@ -80,11 +77,11 @@ func (q *resolutionQuerier) Select(ctx context.Context, sortSeries bool, hints *
 	if res == schemas.ResRaw {
 		return q.raw.Select(ctx, sortSeries, hints, ms...)
 	}
-	blocks := q.snap.For(h.Start, h.End, res)
-	if !anyDownsampled(blocks) {
+	blocks, whole := blocksFor(q.snap, h.Start, h.End, res)
+	if !whole {
 		return q.raw.Select(ctx, sortSeries, hints, ms...)
 	}
-	cq, err := fixedBlocks(blocks).WholeChunkQuerier(q.mint, q.maxt)
+	cq, err := blocks.WholeChunkQuerier(q.mint, q.maxt)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}

@@ -39,6 +39,15 @@ func NewCounterIterator(replicas ...chunkenc.Iterator) chunkenc.Iterator {
 	return fold(replicas, func(it chunkenc.Iterator) adjustable { return &counter{Iterator: it} })
 }
 
+// Merge merges replicas with NewCounterIterator when they are counters, NewIterator
+// otherwise.
+func Merge(counter bool, replicas ...chunkenc.Iterator) chunkenc.Iterator {
+	if counter {
+		return NewCounterIterator(replicas...)
+	}
+	return NewIterator(replicas...)
+}
+
 func fold(replicas []chunkenc.Iterator, wrap func(chunkenc.Iterator) adjustable) chunkenc.Iterator {
 	switch len(replicas) {
 	case 0:

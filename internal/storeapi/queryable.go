@@ -334,7 +334,7 @@ func fetchSeries(ctx context.Context, c *Client, info RemoteInfo, req *storepb.S
 	// A store that does not strip replica labels itself gets them stripped here.
 	if without := req.GetWithoutReplicaLabels(); len(without) > 0 && !info.WithoutReplicaLabels {
 		for i := range out.series {
-			out.series[i].lset, _ = stripLabels(out.series[i].lset, without)
+			out.series[i].lset, _ = StripLabels(out.series[i].lset, without)
 		}
 	}
 	return out, nil
@@ -381,7 +381,7 @@ func (qr *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms
 			warns.Add(errors.New(w))
 		}
 	}
-	return sortedStrings(names, qr.opts.ReplicaLabels, req.GetLimit()), warns, nil
+	return SortedStrings(names, qr.opts.ReplicaLabels, req.GetLimit()), warns, nil
 }
 
 func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
@@ -414,7 +414,7 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 			warns.Add(errors.New(w))
 		}
 	}
-	return sortedStrings(values, nil, req.GetLimit()), warns, nil
+	return SortedStrings(values, nil, req.GetLimit()), warns, nil
 }
 
 func labelLimit(h *storage.LabelHints) int64 {

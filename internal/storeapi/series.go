@@ -31,19 +31,12 @@ func (s *remoteSeries) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 	for _, run := range runs {
 		its = append(its, s.runIterator(run))
 	}
-	switch {
-	case len(its) == 0:
-		return chunkenc.NewNopIterator()
-	case len(its) == 1:
-		return its[0]
-	case !s.dedup:
+	if len(its) > 1 && !s.dedup {
 		// Overlapping data of one series from several stores: merge, keeping one sample
 		// per timestamp.
 		return storage.ChainSampleIteratorFromIterators(nil, its)
-	case s.counter:
-		return dedup.NewCounterIterator(its...)
 	}
-	return dedup.NewIterator(its...)
+	return dedup.Merge(s.counter, its...)
 }
 
 // runIterator reads chunks that do not overlap. With downsampled chunks among them, they

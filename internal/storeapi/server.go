@@ -258,7 +258,7 @@ func writeStripped(w *seriesWriter, set storage.ChunkSeriesSet, req *storepb.Ser
 		if err != nil {
 			return grpcError(codes.Internal, err)
 		}
-		lset, ok := stripLabels(set.At().Labels(), without)
+		lset, ok := StripLabels(set.At().Labels(), without)
 		stripped = stripped || ok
 		buf = append(buf, bufferedSeries{lset: lset, chunks: chks})
 	}
@@ -321,8 +321,8 @@ func seriesChunks(s storage.ChunkSeries, req *storepb.SeriesRequest) ([]*storepb
 	return out, nil
 }
 
-// stripLabels removes the names from lset and reports whether any was present.
-func stripLabels(lset labels.Labels, names []string) (labels.Labels, bool) {
+// StripLabels removes the names from lset and reports whether any was present.
+func StripLabels(lset labels.Labels, names []string) (labels.Labels, bool) {
 	present := false
 	for _, n := range names {
 		if lset.Has(n) {
@@ -490,7 +490,7 @@ func (ss storeService) LabelNames(ctx context.Context, req *storepb.LabelNamesRe
 	if err != nil {
 		return nil, grpcError(codes.Internal, fmt.Errorf("label names: %w", err))
 	}
-	names = sortedStrings(names, req.GetWithoutReplicaLabels(), req.GetLimit())
+	names = SortedStrings(names, req.GetWithoutReplicaLabels(), req.GetLimit())
 	return &storepb.LabelNamesResponse{Names: names, Warnings: warningStrings(warns)}, nil
 }
 
@@ -514,13 +514,13 @@ func (ss storeService) LabelValues(ctx context.Context, req *storepb.LabelValues
 	if err != nil {
 		return nil, grpcError(codes.Internal, fmt.Errorf("label values of %q: %w", req.GetLabel(), err))
 	}
-	values = sortedStrings(values, nil, req.GetLimit())
+	values = SortedStrings(values, nil, req.GetLimit())
 	return &storepb.LabelValuesResponse{Values: values, Warnings: warningStrings(warns)}, nil
 }
 
-// sortedStrings returns ss sorted, without duplicates and without the names in exclude,
+// SortedStrings returns ss sorted, without duplicates and without the names in exclude,
 // cut to limit when limit > 0. The result is a copy: querier strings may not outlive it.
-func sortedStrings(ss, exclude []string, limit int64) []string {
+func SortedStrings(ss, exclude []string, limit int64) []string {
 	out := make([]string, 0, len(ss))
 	for _, s := range ss {
 		if !slices.Contains(exclude, s) {

@@ -14,6 +14,7 @@ import (
 type Snapshot struct {
 	blocks []*bucketblock.Block // by MinTime, then ULID
 	groups []*group
+	ranges []Range
 }
 
 // group is the blocks of one external label set, by resolution.
@@ -21,6 +22,14 @@ type group struct {
 	labels      labels.Labels
 	resolutions []int64 // coarsest first
 	byRes       map[int64][]*bucketblock.Block
+	ranges      []Range // covered by its blocks of any resolution, half-open, by MinTime
+}
+
+// Range is a time range [MinTime, MaxTime] (inclusive) covered by the blocks of one
+// external label set.
+type Range struct {
+	Labels           labels.Labels
+	MinTime, MaxTime int64
 }
 
 func newSnapshot(blocks []*bucketblock.Block) *Snapshot {
@@ -39,11 +48,33 @@ func newSnapshot(blocks []*bucketblock.Block) *Snapshot {
 			g.resolutions = append(g.resolutions, b.Resolution())
 		}
 		g.byRes[b.Resolution()] = append(g.byRes[b.Resolution()], b)
+		g.cover(b)
 	}
 	for _, g := range s.groups {
 		slices.SortFunc(g.resolutions, func(a, b int64) int { return cmp.Compare(b, a) })
+		for _, r := range g.ranges {
+			r.MaxTime-- // the blocks' MaxTime is exclusive
+			s.ranges = append(s.ranges, r)
+		}
 	}
+	slices.SortFunc(s.ranges, func(a, b Range) int {
+		if c := labels.Compare(a.Labels, b.Labels); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.MinTime, b.MinTime)
+	})
 	return s
+}
+
+// cover adds the range of b, which starts no earlier than the blocks added before it, to
+// g.ranges, merging it into the last range when they overlap or are adjacent.
+func (g *group) cover(b *bucketblock.Block) {
+	m := b.Meta() // [MinTime, MaxTime)
+	if n := len(g.ranges); n > 0 && m.MinTime <= g.ranges[n-1].MaxTime {
+		g.ranges[n-1].MaxTime = max(g.ranges[n-1].MaxTime, m.MaxTime)
+		return
+	}
+	g.ranges = append(g.ranges, Range{Labels: g.labels, MinTime: m.MinTime, MaxTime: m.MaxTime})
 }
 
 func byMinTime(a, b *bucketblock.Block) int {
@@ -65,6 +96,10 @@ func (s *Snapshot) LabelSets() []labels.Labels {
 	slices.SortFunc(out, labels.Compare)
 	return out
 }
+
+// Ranges returns, per external label set, the time ranges its blocks of any resolution
+// cover, adjacent and overlapping blocks merged into one range, sorted by labels then time.
+func (s *Snapshot) Ranges() []Range { return s.ranges }
 
 // TimeRange returns the smallest and largest timestamps (inclusive) of the queryable
 // blocks; ok is false when there are none.
