@@ -68,7 +68,7 @@ func (e *extQuerier) Select(ctx context.Context, sortSeries bool, hints *storage
 	if sortSeries {
 		slices.SortStableFunc(series, func(a, b storage.ChunkSeries) int { return labels.Compare(a.Labels(), b.Labels()) })
 	}
-	return &chunkSeriesList{series: series, i: -1, warnings: set.Warnings()}
+	return NewChunkSeriesList(series, set.Warnings())
 }
 
 func (e *extQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
@@ -110,6 +110,11 @@ type labeledChunkSeries struct {
 }
 
 func (s labeledChunkSeries) Labels() labels.Labels { return s.lset }
+
+// NewChunkSeriesList returns a storage.ChunkSeriesSet over series, in their order, with warnings.
+func NewChunkSeriesList(series []storage.ChunkSeries, warnings annotations.Annotations) storage.ChunkSeriesSet {
+	return &chunkSeriesList{series: series, i: -1, warnings: warnings}
+}
 
 // chunkSeriesList is a storage.ChunkSeriesSet over a slice.
 type chunkSeriesList struct {

@@ -24,6 +24,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/blockflow/blockflow/internal/storeapi"
 )
 
 // maxFrameSize bounds one frame of a streamed remote-read response, as Prometheus's own
@@ -62,7 +64,7 @@ func (q *promQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectH
 	// does not promise an order. No limit is applied: adding the external labels can
 	// change the order, so the StoreAPI server cuts after that.
 	slices.SortFunc(series, func(a, b storage.ChunkSeries) int { return labels.Compare(a.Labels(), b.Labels()) })
-	return &chunkSeriesList{series: series, i: -1}
+	return storeapi.NewChunkSeriesList(series, nil)
 }
 
 // remoteRead runs one remote-read query and collects its series.
@@ -341,18 +343,3 @@ func (s *chunkSeries) Labels() labels.Labels { return s.lset }
 func (s *chunkSeries) Iterator(chunks.Iterator) chunks.Iterator {
 	return storage.NewListChunkSeriesIterator(s.chunks...)
 }
-
-// chunkSeriesList is a storage.ChunkSeriesSet over a slice.
-type chunkSeriesList struct {
-	series []storage.ChunkSeries
-	i      int
-}
-
-func (l *chunkSeriesList) Next() bool {
-	l.i++
-	return l.i < len(l.series)
-}
-
-func (l *chunkSeriesList) At() storage.ChunkSeries           { return l.series[l.i] }
-func (l *chunkSeriesList) Err() error                        { return nil }
-func (l *chunkSeriesList) Warnings() annotations.Annotations { return nil }
