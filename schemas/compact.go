@@ -126,15 +126,22 @@ func (j CompactJob) OutputULID() (ulid.ULID, error) {
 	for _, in := range j.Inputs {
 		newest = max(newest, in.ULID.Time())
 	}
-	sum := sha256.Sum256([]byte(j.ID))
-	var id ulid.ULID
-	if err := id.SetTime(newest); err != nil {
-		return id, fmt.Errorf("job %s: output ulid: %w", j.ID, err)
-	}
-	if err := id.SetEntropy(sum[:10]); err != nil {
+	id, err := outputULID(newest, j.ID)
+	if err != nil {
 		return id, fmt.Errorf("job %s: output ulid: %w", j.ID, err)
 	}
 	return id, nil
+}
+
+// outputULID is the ULID of a job's output: ms is its time part, and its entropy comes from
+// the job id, so that every delivery of the job names the same block.
+func outputULID(ms uint64, jobID string) (ulid.ULID, error) {
+	sum := sha256.Sum256([]byte(jobID))
+	var id ulid.ULID
+	if err := id.SetTime(ms); err != nil {
+		return id, err
+	}
+	return id, id.SetEntropy(sum[:10])
 }
 
 // MinTime and MaxTime are the range the output covers.

@@ -62,11 +62,8 @@ func DownsampleJobID(input ulid.ULID, resolution int64) string {
 // writes. Its time part is the input's and its entropy comes from the job id, so every
 // delivery of the job writes the same objects and a crash can never leave two outputs.
 func DownsampleOutputULID(input ulid.ULID, resolution int64) ulid.ULID {
-	sum := sha256.Sum256([]byte(DownsampleJobID(input, resolution)))
-	var id ulid.ULID
-	// Neither can fail: the time comes from a valid ULID and the entropy is 10 bytes.
-	_ = id.SetTime(input.Time())
-	_ = id.SetEntropy(sum[:10])
+	// It cannot fail: the time comes from a valid ULID.
+	id, _ := outputULID(input.Time(), DownsampleJobID(input, resolution))
 	return id
 }
 

@@ -87,17 +87,21 @@ type IndexStats struct {
 	ChunkMaxSize  int64 `json:"chunk_max_size,omitempty"`
 }
 
-// ParseMeta decodes and checks meta.json.
+// ErrBadMeta is wrapped by every error that says meta.json itself is unusable (as opposed
+// to unreadable), so a caller can tell a corrupt block from a failing bucket or disk.
+var ErrBadMeta = errors.New("bad block meta")
+
+// ParseMeta decodes and checks meta.json; its errors wrap ErrBadMeta.
 func ParseMeta(data []byte) (Meta, error) {
 	var m Meta
 	if err := json.Unmarshal(data, &m); err != nil {
-		return m, fmt.Errorf("parse meta.json: %w", err)
+		return m, fmt.Errorf("%w: parse meta.json: %w", ErrBadMeta, err)
 	}
 	if m.Version != 1 {
-		return m, fmt.Errorf("meta.json version %d is not supported (want 1)", m.Version)
+		return m, fmt.Errorf("%w: meta.json version %d is not supported (want 1)", ErrBadMeta, m.Version)
 	}
 	if m.Thanos.Version != 0 && m.Thanos.Version != 1 {
-		return m, fmt.Errorf("meta.json thanos.version %d is not supported (want 1)", m.Thanos.Version)
+		return m, fmt.Errorf("%w: meta.json thanos.version %d is not supported (want 1)", ErrBadMeta, m.Thanos.Version)
 	}
 	return m, nil
 }
@@ -115,7 +119,8 @@ func ReadMetaFile(dir string) (Meta, error) {
 	return m, nil
 }
 
-// ReadMeta reads <id>/meta.json from the bucket.
+// ReadMeta reads <id>/meta.json from the bucket. A missing one gives an error wrapping
+// objstore.ErrNotFound, an unusable one an error wrapping ErrBadMeta.
 func ReadMeta(ctx context.Context, bkt objstore.Bucket, id ulid.ULID) (Meta, error) {
 	rc, err := bkt.Get(ctx, path.Join(id.String(), MetaFilename))
 	if err != nil {

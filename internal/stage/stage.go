@@ -1,11 +1,13 @@
 // Package stage holds what every pipeline stage and the bus agree on without either
-// importing the other: the handler signature, the "never retry" marker, and the sentinel
-// for a missing staged object or catalogue key. It imports nothing but the standard library.
+// importing the other: the handler signature, the "never retry" marker, the sentinel
+// for a missing staged object or catalogue key, and the guard against working on one event
+// twice at once. It imports nothing but the standard library.
 package stage
 
 import (
 	"context"
 	"errors"
+	"sync"
 )
 
 // Handler is a stage: it gets one decoded, valid event and returns nil when the effect is
@@ -36,4 +38,32 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p)
+}
+
+// InFlight is the set of keys a process is working on, so that two deliveries of one event
+// do not share a work directory. The zero value is an empty set.
+type InFlight[K comparable] struct {
+	mu   sync.Mutex
+	keys map[K]struct{}
+}
+
+// Claim adds k and reports whether it was absent: false means k is already being worked on.
+func (s *InFlight[K]) Claim(k K) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.keys[k]; ok {
+		return false
+	}
+	if s.keys == nil {
+		s.keys = make(map[K]struct{})
+	}
+	s.keys[k] = struct{}{}
+	return true
+}
+
+// Release removes k.
+func (s *InFlight[K]) Release(k K) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.keys, k)
 }

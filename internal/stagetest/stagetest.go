@@ -164,7 +164,8 @@ type Catalogue struct {
 	records map[ulid.ULID]schemas.BlockRecord
 	revs    map[ulid.ULID]uint64
 	rev     uint64
-	// FailPut, when set, is called before each Put; an error it returns fails it.
+	// FailPut, when set, is called before each write (Put or Update); an error it returns
+	// fails it.
 	FailPut func(rec schemas.BlockRecord) error
 }
 
@@ -172,6 +173,28 @@ type Catalogue struct {
 func (c *Catalogue) Put(ctx context.Context, rec schemas.BlockRecord) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.put(rec)
+}
+
+// Update lets fn change the record (exists is false when there is none) and stores it, as
+// the bus does; holding the lock throughout, it never has to start over.
+func (c *Catalogue) Update(ctx context.Context, id ulid.ULID, fn func(rec *schemas.BlockRecord, exists bool) error) (schemas.BlockRecord, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec, exists := c.records[id]
+	if err := fn(&rec, exists); err != nil {
+		return rec, err
+	}
+	if rec.ULID == (ulid.ULID{}) {
+		rec.ULID = id
+	}
+	if rec.ULID != id {
+		return rec, fmt.Errorf("update catalogue record %s: the update changed the ULID to %s", id, rec.ULID)
+	}
+	return rec, c.put(rec)
+}
+
+func (c *Catalogue) put(rec schemas.BlockRecord) error {
 	if c.FailPut != nil {
 		if err := c.FailPut(rec); err != nil {
 			return err

@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -91,8 +90,7 @@ type Worker struct {
 	log  zerolog.Logger
 	disk *semaphore.Weighted // nil without a budget
 
-	mu       sync.Mutex
-	inflight map[string]bool // job ids
+	inflight stage.InFlight[string] // job ids
 }
 
 // New returns a worker, and removes what a killed worker left in DataDir/compact.
@@ -116,9 +114,8 @@ func New(o Options) (*Worker, error) {
 		return nil, fmt.Errorf("compact: %w", err)
 	}
 	w := &Worker{
-		o:        o,
-		log:      o.Logger.With().Str(logging.FieldStage, "compact").Logger(),
-		inflight: map[string]bool{},
+		o:   o,
+		log: o.Logger.With().Str(logging.FieldStage, "compact").Logger(),
 	}
 	if o.DiskBudget > 0 {
 		w.disk = semaphore.NewWeighted(o.DiskBudget)
@@ -157,10 +154,10 @@ func (w *Worker) Handle(ctx context.Context, job schemas.CompactJob) (err error)
 		return stage.Permanent(err)
 	}
 	log = log.With().Str(logging.FieldBlock, out.String()).Logger()
-	if !w.claim(job.ID) {
+	if !w.inflight.Claim(job.ID) {
 		return fmt.Errorf("job %s: already running in this process", job.ID)
 	}
-	defer w.release(job.ID)
+	defer w.inflight.Release(job.ID)
 
 	// A previous delivery may have committed the output and died before the ack.
 	switch meta, err := block.ReadMeta(ctx, w.o.Bucket, out); {
@@ -519,21 +516,4 @@ func (w *Worker) blame(ctx context.Context, job schemas.CompactJob, dirs []strin
 		}
 	}
 	return fmt.Errorf("job %s: compact: %w", job.ID, err)
-}
-
-// claim keeps two deliveries of one job in this process from sharing a work directory.
-func (w *Worker) claim(id string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.inflight[id] {
-		return false
-	}
-	w.inflight[id] = true
-	return true
-}
-
-func (w *Worker) release(id string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.inflight, id)
 }

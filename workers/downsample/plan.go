@@ -1,12 +1,11 @@
 package downsample
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/oklog/ulid/v2"
-	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/blockflow/blockflow/internal/block"
 	"github.com/blockflow/blockflow/schemas"
 )
 
@@ -71,8 +70,5 @@ func allCovered(sources []ulid.ULID, done map[ulid.ULID]bool) bool {
 	return len(sources) > 0
 }
 
-// GroupKey is a block's compaction group as Thanos names it: "<resolution>@<hash of the
-// external labels>".
-func GroupKey(r schemas.BlockRecord) string {
-	return fmt.Sprintf("%d@%d", r.Resolution, labels.FromMap(r.Labels).Hash())
-}
+// GroupKey is r's compaction group, block.GroupKey.
+func GroupKey(r schemas.BlockRecord) string { return block.GroupKey(r.Labels, r.Resolution) }

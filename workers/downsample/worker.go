@@ -8,16 +8,11 @@ package downsample
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
-	"sync"
+	"slices"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -36,6 +31,9 @@ type Catalogue interface {
 	// Get returns the record and its revision; a missing one gives an error wrapping
 	// stage.ErrNotFound.
 	Get(ctx context.Context, id ulid.ULID) (schemas.BlockRecord, uint64, error)
+	// Update lets fn change the record (exists is false when there is none) and writes it
+	// unless somebody wrote in between, in which case it starts over.
+	Update(ctx context.Context, id ulid.ULID, fn func(rec *schemas.BlockRecord, exists bool) error) (schemas.BlockRecord, error)
 }
 
 // Publisher publishes an event about one block.
@@ -65,8 +63,7 @@ type Worker struct {
 	Logger  zerolog.Logger
 	Metrics *Metrics // nil: none
 
-	mu       sync.Mutex
-	inflight map[string]bool
+	inflight stage.InFlight[string] // job ids
 }
 
 // Handle writes the downsampled version of job's input block. It returns nil once the new
@@ -95,18 +92,20 @@ func (w *Worker) Handle(ctx context.Context, job schemas.DownsampleJob) (err err
 	if err := job.Validate(); err != nil {
 		return stage.Permanent(fmt.Errorf("invalid downsample job: %w", err))
 	}
-	if !w.claim(job.ID) {
+	if !w.inflight.Claim(job.ID) {
 		return fmt.Errorf("block %s: already being downsampled by this worker", job.Input.ULID)
 	}
-	defer w.release(job.ID)
+	defer w.inflight.Release(job.ID)
 
 	out := job.OutputULID()
 	log = log.With().Str("output", out.String()).Logger()
-	if ok, err := w.Bucket.Exists(ctx, path.Join(out.String(), block.MetaFilename)); err != nil {
-		return fmt.Errorf("block %s: check bucket: %w", out, err)
-	} else if ok {
+	// A previous attempt may have committed the output and died before the ack.
+	switch committed, err := block.ReadMeta(ctx, w.Bucket, out); {
+	case err == nil:
 		result = resultDuplicate
-		return w.finishCommitted(ctx, job, out, log)
+		return w.finishCommitted(ctx, job, out, committed, log)
+	case !objstore.IsNotFound(err):
+		return fmt.Errorf("block %s: read output meta.json: %w", out, err)
 	}
 
 	meta, err := w.readMeta(ctx, job)
@@ -153,19 +152,21 @@ func (w *Worker) Handle(ctx context.Context, job schemas.DownsampleJob) (err err
 	return nil
 }
 
-// finishCommitted completes what an attempt that wrote the output's meta.json left undone:
-// the catalogue record and the event. Each step is idempotent.
-func (w *Worker) finishCommitted(ctx context.Context, job schemas.DownsampleJob, out ulid.ULID, log zerolog.Logger) error {
+// finishCommitted completes what an attempt that wrote the output's meta.json (meta) left
+// undone: the catalogue record and the event. Each step is idempotent.
+func (w *Worker) finishCommitted(ctx context.Context, job schemas.DownsampleJob, out ulid.ULID, meta block.Meta, log zerolog.Logger) error {
 	rec, _, err := w.Catalogue.Get(ctx, out)
 	switch {
 	case stage.IsNotFound(err):
-		meta, err := block.ReadMeta(ctx, w.Bucket, out)
+		fresh := meta.Record(schemas.StateLive)
+		fresh.Site = job.Input.Site
+		rec, err = w.Catalogue.Update(ctx, out, func(r *schemas.BlockRecord, exists bool) error {
+			if !exists {
+				*r = fresh
+			}
+			return nil
+		})
 		if err != nil {
-			return fmt.Errorf("block %s: read committed meta.json: %w", out, err)
-		}
-		rec = meta.Record(schemas.StateLive)
-		rec.Site = job.Input.Site
-		if err := w.Catalogue.Put(ctx, rec); err != nil {
 			return fmt.Errorf("block %s: catalogue: %w", out, err)
 		}
 	case err != nil:
@@ -191,23 +192,14 @@ func (w *Worker) announce(ctx context.Context, job schemas.DownsampleJob, rec sc
 // Thanos section, which the output copies.
 func (w *Worker) readMeta(ctx context.Context, job schemas.DownsampleJob) (block.Meta, error) {
 	id := job.Input.ULID
-	rc, err := w.Bucket.Get(ctx, path.Join(id.String(), block.MetaFilename))
-	if objstore.IsNotFound(err) {
-		return block.Meta{}, stage.Permanent(fmt.Errorf("block %s: not in the bucket", id))
-	}
-	if err != nil {
-		return block.Meta{}, fmt.Errorf("block %s: get meta.json: %w", id, err)
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(rc)
-	if err != nil {
-		return block.Meta{}, fmt.Errorf("block %s: read meta.json: %w", id, err)
-	}
-	meta, err := block.ParseMeta(data)
-	if err != nil {
-		return meta, w.reject(ctx, job, fmt.Errorf("block %s: %w", id, err))
-	}
+	meta, err := block.ReadMeta(ctx, w.Bucket, id)
 	switch {
+	case objstore.IsNotFound(err):
+		return meta, stage.Permanent(fmt.Errorf("block %s: not in the bucket", id))
+	case errors.Is(err, block.ErrBadMeta):
+		return meta, w.reject(ctx, job, fmt.Errorf("block %w", err))
+	case err != nil:
+		return meta, fmt.Errorf("block %s: get meta.json: %w", id, err)
 	case meta.ULID != id:
 		err = fmt.Errorf("meta.json names block %s", meta.ULID)
 	case meta.Thanos.Downsample.Resolution != job.Input.Resolution:
@@ -224,89 +216,29 @@ func (w *Worker) readMeta(ctx context.Context, job schemas.DownsampleJob) (block
 // download fetches the input's index and chunk segments into dir, checking sizes and
 // hashes where thanos.files (or else the catalogue record) gives them.
 func (w *Worker) download(ctx context.Context, job schemas.DownsampleJob, meta block.Meta, dir string) error {
+	id := job.Input.ULID
 	files := meta.Thanos.Files
 	if len(files) == 0 {
-		for _, f := range job.Input.Files {
-			bf := block.File{RelPath: f.RelPath, SizeBytes: f.Size}
-			if f.SHA256 != "" {
-				bf.Hash = &block.Hash{Func: "SHA256", Value: f.SHA256}
-			}
-			files = append(files, bf)
-		}
+		files = block.RecordFiles(job.Input.Files)
 	}
 	var index bool
 	for _, f := range files {
 		index = index || f.RelPath == block.IndexFilename
 	}
 	if !index || len(block.SegmentFiles(files)) == 0 && meta.Stats.NumChunks > 0 {
-		return w.reject(ctx, job, fmt.Errorf("block %s: file list lacks the index or chunk segments", job.Input.ULID))
+		return w.reject(ctx, job, fmt.Errorf("block %s: file list lacks the index or chunk segments", id))
 	}
-	if err := os.MkdirAll(filepath.Join(dir, block.ChunksDirname), 0o755); err != nil {
+	files = slices.DeleteFunc(slices.Clone(files), func(f block.File) bool { return f.RelPath == block.MetaFilename })
+	_, err := block.Download(ctx, w.Bucket, id, files, dir)
+	var corrupt *block.CorruptFileError
+	switch {
+	case !errors.As(err, &corrupt):
 		return err
+	case objstore.IsNotFound(err):
+		return stage.Permanent(fmt.Errorf("block %s: %w", id, err))
+	default:
+		return w.reject(ctx, job, fmt.Errorf("block %s: %w", id, err))
 	}
-	for _, f := range files {
-		if f.RelPath == block.MetaFilename {
-			continue
-		}
-		if err := w.fetch(ctx, job, dir, f); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (w *Worker) fetch(ctx context.Context, job schemas.DownsampleJob, dir string, f block.File) error {
-	if !validRel(f.RelPath) {
-		return w.reject(ctx, job, fmt.Errorf("block %s: unexpected file %q", job.Input.ULID, f.RelPath))
-	}
-	name := path.Join(job.Input.ULID.String(), f.RelPath)
-	rc, err := w.Bucket.Get(ctx, name)
-	if objstore.IsNotFound(err) {
-		return stage.Permanent(fmt.Errorf("block %s: %s is not in the bucket", job.Input.ULID, f.RelPath))
-	}
-	if err != nil {
-		return fmt.Errorf("get %s: %w", name, err)
-	}
-	defer rc.Close()
-	out, err := os.Create(filepath.Join(dir, filepath.FromSlash(f.RelPath)))
-	if err != nil {
-		return err
-	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(out, h), rc)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("download %s: %w", name, err)
-	}
-	if f.SizeBytes > 0 && n != f.SizeBytes {
-		return w.reject(ctx, job, fmt.Errorf("block %s: %s has %d bytes, meta.json says %d", job.Input.ULID, f.RelPath, n, f.SizeBytes))
-	}
-	if f.Hash != nil && f.Hash.Func == "SHA256" {
-		if sum := hex.EncodeToString(h.Sum(nil)); sum != f.Hash.Value {
-			return w.reject(ctx, job, fmt.Errorf("block %s: %s has sha256 %s, meta.json says %s", job.Input.ULID, f.RelPath, sum, f.Hash.Value))
-		}
-	}
-	return nil
-}
-
-// validRel admits only the files a block is made of, so meta.json cannot make the worker
-// write outside the block's directory.
-func validRel(rel string) bool {
-	if rel == block.IndexFilename {
-		return true
-	}
-	seg, ok := strings.CutPrefix(rel, block.ChunksDirname+"/")
-	if !ok || len(seg) != 6 {
-		return false
-	}
-	for _, c := range seg {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // reject gives up on an input that cannot be read: it writes a no-downsample mark, so that
@@ -317,36 +249,15 @@ func (w *Worker) reject(ctx context.Context, job schemas.DownsampleJob, cause er
 	if err := block.MarkNoDownsample(ctx, w.Bucket, id, noDownsampleCorrupt, cause.Error(), time.Now()); err != nil {
 		return fmt.Errorf("block %s: mark no-downsample after %v: %w", id, cause, err)
 	}
-	rec, _, err := w.Catalogue.Get(ctx, id)
-	switch {
-	case stage.IsNotFound(err):
-	case err != nil:
-		return fmt.Errorf("block %s: catalogue: %w", id, err)
-	default:
-		rec.NoDownsample = noDownsampleCorrupt
-		if err := w.Catalogue.Put(ctx, rec); err != nil {
-			return fmt.Errorf("block %s: catalogue: %w", id, err)
+	_, err := w.Catalogue.Update(ctx, id, func(r *schemas.BlockRecord, exists bool) error {
+		if !exists {
+			return fmt.Errorf("block %s: %w", id, stage.ErrNotFound)
 		}
+		r.NoDownsample = noDownsampleCorrupt
+		return nil
+	})
+	if err != nil && !stage.IsNotFound(err) {
+		return fmt.Errorf("block %s: catalogue: %w", id, err)
 	}
 	return stage.Permanent(cause)
-}
-
-// claim keeps two deliveries of one job in this process from sharing a work directory.
-func (w *Worker) claim(id string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.inflight == nil {
-		w.inflight = make(map[string]bool)
-	}
-	if w.inflight[id] {
-		return false
-	}
-	w.inflight[id] = true
-	return true
-}
-
-func (w *Worker) release(id string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.inflight, id)
 }

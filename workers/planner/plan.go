@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/blockflow/blockflow/internal/block"
 	"github.com/blockflow/blockflow/schemas"
@@ -151,7 +149,7 @@ func Plan(blocks []schemas.BlockRecord, now time.Time, cfg Config) (Result, erro
 			continue
 		}
 		lbls := GroupLabels(b.Labels, cfg.ReplicaLabels)
-		key := GroupKey(lbls, b.Resolution)
+		key := block.GroupKey(lbls, b.Resolution)
 		groups[key] = append(groups[key], b)
 		groupLabels[key] = lbls
 	}
@@ -212,10 +210,8 @@ func GroupLabels(l map[string]string, replicaLabels []string) map[string]string 
 	return out
 }
 
-// GroupKey is the Thanos compaction group key: "<resolution>@<labels hash>".
-func GroupKey(l map[string]string, resolution int64) string {
-	return strconv.FormatInt(resolution, 10) + "@" + strconv.FormatUint(labels.FromMap(l).Hash(), 10)
-}
+// GroupKey is block.GroupKey, for the tests that build jobs as the planner does.
+func GroupKey(l map[string]string, resolution int64) string { return block.GroupKey(l, resolution) }
 
 // Covered returns the blocks whose compaction sources are all among the sources of
 // another block of the same resolution, as the Thanos dedup filter decides: blocks are

@@ -20,7 +20,6 @@ import (
 	"github.com/blockflow/blockflow/internal/logging"
 	"github.com/blockflow/blockflow/internal/objstore"
 	"github.com/blockflow/blockflow/schemas"
-	"github.com/blockflow/blockflow/workers/planner"
 )
 
 // Catalogue is the block catalogue.
@@ -235,7 +234,7 @@ func (r *worker) delete(ctx context.Context, b schemas.BlockRecord) error {
 func (r *worker) publish(ctx context.Context, event string, rec schemas.BlockRecord, reason string) error {
 	site := rec.Site
 	if site == "" {
-		site = planner.GroupKey(rec.Labels, rec.Resolution)
+		site = block.GroupKey(rec.Labels, rec.Resolution)
 	}
 	ev := schemas.BlockStateChanged{Version: schemas.Version, Record: rec, Reason: reason}
 	if err := r.o.Publisher.PublishBlockEvent(ctx, event, site, rec.ULID, ev); err != nil {

@@ -13,10 +13,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -61,8 +59,7 @@ type Worker struct {
 	Logger  zerolog.Logger
 	Metrics *Metrics // nil: none
 
-	mu       sync.Mutex
-	inflight map[ulid.ULID]bool
+	inflight stage.InFlight[ulid.ULID]
 }
 
 // Results of one event, the result label of blockflow_upload_blocks_total.
@@ -72,10 +69,6 @@ const (
 	resultInvalid   = "invalid"   // dead-lettered
 	resultError     = "error"     // retried
 )
-
-// validRel admits only the files a block is made of, so an event cannot write outside
-// the block's directory.
-var validRel = regexp.MustCompile(`^(meta\.json|index|chunks/[0-9]{6})$`)
 
 // Handle uploads the block ev announces. It returns nil once the block is in the bucket,
 // in the catalogue and announced, and its staged files are gone; an error marked by
@@ -102,10 +95,10 @@ func (w *Worker) Handle(ctx context.Context, ev schemas.BlockReady) (err error) 
 	if err := checkEvent(ev); err != nil {
 		return stage.Permanent(fmt.Errorf("block %s: invalid block.ready: %w", ev.ULID, err))
 	}
-	if !w.claim(ev.ULID) {
+	if !w.inflight.Claim(ev.ULID) {
 		return fmt.Errorf("block %s: already being uploaded by this worker", ev.ULID)
 	}
-	defer w.release(ev.ULID)
+	defer w.inflight.Release(ev.ULID)
 
 	// A previous attempt may have committed the block and died before the ack.
 	if ok, err := w.Bucket.Exists(ctx, path.Join(ev.ULID.String(), block.MetaFilename)); err != nil {
@@ -279,7 +272,7 @@ func checkEvent(ev schemas.BlockReady) error {
 	seen := make(map[string]bool, len(ev.Files))
 	for _, f := range ev.Files {
 		switch {
-		case !validRel.MatchString(f.RelPath):
+		case !block.IsBlockFile(f.RelPath):
 			return fmt.Errorf("unexpected file %q", f.RelPath)
 		case seen[f.RelPath]:
 			return fmt.Errorf("file %q listed twice", f.RelPath)
@@ -323,24 +316,4 @@ func eventBytes(ev schemas.BlockReady) int64 {
 		n += f.Size
 	}
 	return n
-}
-
-// claim keeps two deliveries of one block in this process from sharing a work directory.
-func (w *Worker) claim(id ulid.ULID) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.inflight == nil {
-		w.inflight = make(map[ulid.ULID]bool)
-	}
-	if w.inflight[id] {
-		return false
-	}
-	w.inflight[id] = true
-	return true
-}
-
-func (w *Worker) release(id ulid.ULID) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.inflight, id)
 }
