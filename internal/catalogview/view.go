@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 
@@ -77,6 +78,50 @@ func (v *View) Changed() <-chan struct{} { return v.changed }
 func (v *View) Synced() <-chan struct{} { return v.synced }
 
 func (v *View) markSynced() { v.once.Do(func() { close(v.synced) }) }
+
+// settle lets a burst of catalogue changes (a compaction marks all its inputs) land
+// before the leader acts on them.
+const settle = 200 * time.Millisecond
+
+// WaitSynced waits until the catalogue snapshot is applied; false when ctx ends first.
+func (v *View) WaitSynced(ctx context.Context) bool {
+	select {
+	case <-v.synced:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Wait returns at the next change (once a burst of changes has settled), at wake (unless
+// zero) or when tick fires (a nil tick never does); false when ctx ends.
+func (v *View) Wait(ctx context.Context, wake time.Time, tick <-chan time.Time) bool {
+	var wakeC <-chan time.Time
+	if !wake.IsZero() {
+		t := time.NewTimer(time.Until(wake))
+		defer t.Stop()
+		wakeC = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-v.changed:
+		t := time.NewTimer(settle)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return false
+		}
+		select {
+		case <-v.changed:
+		default:
+		}
+	case <-wakeC:
+	case <-tick:
+	}
+	return true
+}
 
 // Run follows cat into v and runs lead while this process leads (always, with a nil
 // leader), until ctx ends or either fails. lead should wait for Synced before acting.

@@ -22,9 +22,7 @@ import (
 )
 
 // Catalogue delivers every block record, then synced, then each change, until ctx ends.
-type Catalogue interface {
-	Watch(ctx context.Context, apply func(schemas.BlockRecord), synced func()) error
-}
+type Catalogue = catalogview.Catalogue
 
 // Queue is the job queue.
 type Queue interface {
@@ -47,9 +45,6 @@ const (
 )
 
 const (
-	// settle lets a burst of catalogue changes (a compaction marks all its inputs) land
-	// before the next plan.
-	settle = 200 * time.Millisecond
 	// publishRetry is the wait before planning again after a failed publish.
 	publishRetry = 5 * time.Second
 )
@@ -106,9 +101,7 @@ type planner struct {
 func (p *planner) lead(ctx context.Context) error {
 	p.m.leader.Set(1)
 	defer p.m.leader.Set(0)
-	select {
-	case <-p.view.Synced():
-	case <-ctx.Done():
+	if !p.view.WaitSynced(ctx) {
 		return nil
 	}
 	p.log.Info().Msg("planning compactions")
@@ -140,36 +133,10 @@ func (p *planner) lead(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if !p.wait(ctx, wake, resync.C) {
+		if !p.view.Wait(ctx, wake, resync.C) {
 			return nil
 		}
 	}
-}
-
-// wait returns at the next catalogue change (once the burst has settled), at wake (unless
-// zero) or at the next resync tick; false when ctx ends.
-func (p *planner) wait(ctx context.Context, wake time.Time, resync <-chan time.Time) bool {
-	var wakeC <-chan time.Time
-	if !wake.IsZero() {
-		t := time.NewTimer(time.Until(wake))
-		defer t.Stop()
-		wakeC = t.C
-	}
-	select {
-	case <-ctx.Done():
-		return false
-	case <-p.view.Changed():
-		if !sleep(ctx, settle) {
-			return false
-		}
-		select {
-		case <-p.view.Changed():
-		default:
-		}
-	case <-wakeC:
-	case <-resync:
-	}
-	return true
 }
 
 // planOnce plans and publishes what no queued job blocks. It returns when to plan again

@@ -47,8 +47,6 @@ var errNoRecord = errors.New("block is not in the catalogue")
 const LeaseName = "retention"
 
 const (
-	// settle lets a burst of catalogue changes land before acting.
-	settle = 200 * time.Millisecond
 	// retryAfter is the wait before acting again after a failure.
 	retryAfter = 30 * time.Second
 )
@@ -93,9 +91,7 @@ type worker struct {
 
 // lead acts while this worker leads (until ctx ends).
 func (r *worker) lead(ctx context.Context) error {
-	select {
-	case <-r.view.Synced():
-	case <-ctx.Done():
+	if !r.view.WaitSynced(ctx) {
 		return nil
 	}
 	r.log.Info().Dur("delete_delay", r.o.Policy.DeleteDelay).Dur("raw", r.o.Policy.Raw).
@@ -122,39 +118,10 @@ func (r *worker) lead(ctx context.Context) error {
 				}
 			}
 		}
-		if !r.wait(ctx, next) {
+		if !r.view.Wait(ctx, next, nil) {
 			return nil
 		}
 	}
-}
-
-// wait returns at the next catalogue change (once the burst has settled) or at next
-// (unless zero); false when ctx ends.
-func (r *worker) wait(ctx context.Context, next time.Time) bool {
-	var at <-chan time.Time
-	if !next.IsZero() {
-		t := time.NewTimer(time.Until(next))
-		defer t.Stop()
-		at = t.C
-	}
-	select {
-	case <-ctx.Done():
-		return false
-	case <-r.view.Changed():
-		t := time.NewTimer(settle)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return false
-		}
-		select {
-		case <-r.view.Changed():
-		default:
-		}
-	case <-at:
-	}
-	return true
 }
 
 func (r *worker) do(ctx context.Context, a Action) error {
