@@ -296,22 +296,9 @@ func (w *Worker) markInputs(ctx context.Context, job schemas.CompactJob, reason 
 		case rec.State != schemas.StateLive:
 			continue // marked by an earlier delivery (or by retention)
 		}
-		mark, err := block.MarkForDeletion(ctx, w.o.Bucket, in.ULID, reason, time.Now())
+		rec, err = block.MarkDeleted(ctx, w.o.Bucket, w.o.Catalogue, in.ULID, reason, time.Now())
 		if err != nil {
 			return fmt.Errorf("job %s: mark input %s: %w", job.ID, in.ULID, err)
-		}
-		rec, err = w.o.Catalogue.Update(ctx, in.ULID, func(r *schemas.BlockRecord, exists bool) error {
-			if !exists {
-				return fmt.Errorf("block %s: %w", in.ULID, stage.ErrNotFound)
-			}
-			if r.State == schemas.StateLive {
-				r.State = schemas.StateMarked
-				r.MarkedTime = mark.DeletionTime * 1000
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("job %s: catalogue input %s: %w", job.ID, in.ULID, err)
 		}
 		ev := schemas.BlockStateChanged{Version: schemas.Version, Record: rec, Reason: reason}
 		if err := w.o.Publisher.PublishBlockEvent(ctx, schemas.EventMarked, job.Group, in.ULID, ev); err != nil {

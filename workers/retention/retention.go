@@ -136,22 +136,9 @@ func (r *worker) do(ctx context.Context, a Action) error {
 
 // mark writes the block's deletion mark, then records it in the catalogue.
 func (r *worker) mark(ctx context.Context, b schemas.BlockRecord, reason string) error {
-	mark, err := block.MarkForDeletion(ctx, r.o.Bucket, b.ULID, reason, time.Now())
+	rec, err := block.MarkDeleted(ctx, r.o.Bucket, r.o.Catalogue, b.ULID, reason, time.Now())
 	if err != nil {
 		return err
-	}
-	rec, err := r.o.Catalogue.Update(ctx, b.ULID, func(rec *schemas.BlockRecord, exists bool) error {
-		if !exists {
-			return errNoRecord
-		}
-		if rec.State == schemas.StateLive {
-			rec.State = schemas.StateMarked
-			rec.MarkedTime = mark.DeletionTime * 1000
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("catalogue: %w", err)
 	}
 	r.m.marked.WithLabelValues(reason).Inc()
 	r.log.Info().Str(logging.FieldBlock, b.ULID.String()).Str("reason", reason).Msg("block marked for deletion")
