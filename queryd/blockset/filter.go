@@ -1,12 +1,9 @@
 package blockset
 
 import (
-	"cmp"
-	"slices"
 	"strconv"
 
-	"github.com/oklog/ulid/v2"
-
+	"github.com/blockflow/blockflow/internal/block"
 	"github.com/blockflow/blockflow/schemas"
 )
 
@@ -43,72 +40,9 @@ func queryable(recs []schemas.BlockRecord) []schemas.BlockRecord {
 				marked = append(marked, r)
 			}
 		}
-		var c coverage
-		out = append(out, c.keepUncovered(live)...)
-		out = append(out, c.keepUncovered(marked)...)
+		var c block.Coverage
+		out = append(out, c.KeepUncovered(live)...)
+		out = append(out, c.KeepUncovered(marked)...)
 	}
 	return out
-}
-
-// sources are the level-1 blocks a block was made of; a level-1 block is its own source.
-func sources(r schemas.BlockRecord) []ulid.ULID {
-	if len(r.Sources) == 0 {
-		return []ulid.ULID{r.ULID}
-	}
-	return r.Sources
-}
-
-// coverage is the union of kept blocks' source sets, indexed by source.
-type coverage struct {
-	kept     []map[ulid.ULID]struct{}
-	bySource map[ulid.ULID][]int
-}
-
-// keepUncovered keeps, in dedup-filter order, each record whose sources are not all
-// among the sources of one block kept before, and adds it to the coverage.
-func (c *coverage) keepUncovered(recs []schemas.BlockRecord) []schemas.BlockRecord {
-	recs = slices.Clone(recs)
-	slices.SortFunc(recs, func(a, b schemas.BlockRecord) int {
-		if n := cmp.Compare(len(sources(b)), len(sources(a))); n != 0 {
-			return n
-		}
-		return a.ULID.Compare(b.ULID)
-	})
-	var out []schemas.BlockRecord
-	for _, r := range recs {
-		if c.covers(sources(r)) {
-			continue
-		}
-		c.add(sources(r))
-		out = append(out, r)
-	}
-	return out
-}
-
-func (c *coverage) covers(srcs []ulid.ULID) bool {
-	for _, i := range c.bySource[srcs[0]] {
-		all := true
-		for _, s := range srcs[1:] {
-			if _, ok := c.kept[i][s]; !ok {
-				all = false
-				break
-			}
-		}
-		if all {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *coverage) add(srcs []ulid.ULID) {
-	if c.bySource == nil {
-		c.bySource = map[ulid.ULID][]int{}
-	}
-	set := make(map[ulid.ULID]struct{}, len(srcs))
-	for _, s := range srcs {
-		set[s] = struct{}{}
-		c.bySource[s] = append(c.bySource[s], len(c.kept))
-	}
-	c.kept = append(c.kept, set)
 }

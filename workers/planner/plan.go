@@ -226,50 +226,18 @@ func Covered(blocks []schemas.BlockRecord) map[ulid.ULID]bool {
 	}
 	covered := map[ulid.ULID]bool{}
 	for _, bs := range byRes {
-		slices.SortFunc(bs, func(a, b schemas.BlockRecord) int {
-			if c := cmp.Compare(len(sources(b)), len(sources(a))); c != 0 {
-				return c
-			}
-			return a.ULID.Compare(b.ULID)
-		})
-		// kept holds the source sets taken so far; bySource indexes them by source.
-		var kept []map[ulid.ULID]bool
-		bySource := map[ulid.ULID][]int{}
-	next:
+		var c block.Coverage
+		kept := map[ulid.ULID]bool{}
+		for _, b := range c.KeepUncovered(bs) {
+			kept[b.ULID] = true
+		}
 		for _, b := range bs {
-			srcs := sources(b)
-			for _, i := range bySource[srcs[0]] {
-				if containsAll(kept[i], srcs) {
-					covered[b.ULID] = true
-					continue next
-				}
+			if !kept[b.ULID] {
+				covered[b.ULID] = true
 			}
-			set := make(map[ulid.ULID]bool, len(srcs))
-			for _, s := range srcs {
-				set[s] = true
-				bySource[s] = append(bySource[s], len(kept))
-			}
-			kept = append(kept, set)
 		}
 	}
 	return covered
-}
-
-func containsAll(set map[ulid.ULID]bool, srcs []ulid.ULID) bool {
-	for _, s := range srcs {
-		if !set[s] {
-			return false
-		}
-	}
-	return true
-}
-
-// sources are the level-1 blocks a block was made of; a level-1 block is its own source.
-func sources(b schemas.BlockRecord) []ulid.ULID {
-	if len(b.Sources) == 0 {
-		return []ulid.ULID{b.ULID}
-	}
-	return b.Sources
 }
 
 // noCompactDownsampled is how a plan treats overlapping downsampled blocks (the reason
