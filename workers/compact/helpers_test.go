@@ -25,6 +25,7 @@ import (
 	"github.com/blockflow/blockflow/internal/blocktest"
 	"github.com/blockflow/blockflow/internal/bus"
 	"github.com/blockflow/blockflow/internal/objstore"
+	"github.com/blockflow/blockflow/internal/testenv"
 	"github.com/blockflow/blockflow/schemas"
 	"github.com/blockflow/blockflow/workers/compact"
 	"github.com/blockflow/blockflow/workers/planner"
@@ -54,24 +55,13 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	b, err := bus.Connect(ctx, bus.Config{URL: e.ClientURL()}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b, url := testenv.StartBus(t)
 	dir := t.TempDir()
 	bkt, err := objstore.NewFilesystem(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{bus: b, url: e.ClientURL(), bucketDir: dir, bkt: bkt, blocksDir: t.TempDir(), log: testLogger(t)}
+	return &env{bus: b, url: url, bucketDir: dir, bkt: bkt, blocksDir: t.TempDir(), log: testLogger(t)}
 }
 
 // testLogger logs warnings and errors to the test log.

@@ -21,6 +21,7 @@ import (
 	"github.com/blockflow/blockflow/internal/bus"
 	"github.com/blockflow/blockflow/internal/objstore"
 	"github.com/blockflow/blockflow/internal/stage"
+	"github.com/blockflow/blockflow/internal/testenv"
 	"github.com/blockflow/blockflow/schemas"
 )
 
@@ -38,25 +39,14 @@ type busEnv struct {
 
 func newBusEnv(t *testing.T) *busEnv {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	ctx, cancel := context.WithTimeout(context.Background(), killTimeout)
-	defer cancel()
-	b, err := bus.Connect(ctx, bus.Config{URL: srv.ClientURL()}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b, url := testenv.StartBus(t)
 	dir := t.TempDir()
 	bkt, err := objstore.NewFilesystem(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bkt.Close() })
-	return &busEnv{bus: b, url: srv.ClientURL(), bucketDir: dir, bkt: bkt}
+	return &busEnv{bus: b, url: url, bucketDir: dir, bkt: bkt}
 }
 
 // upload puts the raw block in dir in the bucket, as the upload stage leaves it, and

@@ -7,9 +7,9 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/blockflow/blockflow/internal/bus"
+	"github.com/blockflow/blockflow/internal/testenv"
 	"github.com/blockflow/blockflow/schemas"
 	"github.com/blockflow/blockflow/workers/planner"
 )
@@ -18,18 +18,7 @@ const testTimeout = 30 * time.Second
 
 func newBus(t *testing.T) *bus.Bus {
 	t.Helper()
-	e, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	b, err := bus.Connect(ctx, bus.Config{URL: e.ClientURL()}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b, _ := testenv.StartBus(t)
 	return b
 }
 
